@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from ... import cred_proxy, git_gate
+from ...bottle_state import (BottleMetadata, bottle_identity, new_session_id, now_iso, queue_dir,
+                             write_metadata)
 from ...errors import BottleError
+from ...manifest import check_files, resolve_secrets
+from .. import ActiveBottle, BottleBackend, BottleCleanupPlan, BottlePlan, BottleSpec, RunningBottle
+from . import commands, images, provision, sidecars
+from .plan import LABEL_IDENTITY, LABEL_ROLE, DockerBottlePlan, ImageBuild, SidecarPlan
+from .transcript import snapshot_transcript
+
+READY_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -27,9 +49,8 @@ def docker(
     With check (the default) a non-zero exit raises BottleError naming the command
     and showing stderr; a missing binary or an unreachable daemon is one line.
     """
-    cmd = ("docker", *args)
     try:
-        proc = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
+        proc = subprocess.run(("docker", *args), input=input, capture_output=True, timeout=timeout)
     except FileNotFoundError:
         raise BottleError("docker is not installed: no `docker` command on PATH") from None
     except subprocess.TimeoutExpired:
@@ -41,19 +62,359 @@ def docker(
     return DockerResult(proc.returncode, stdout, stderr)
 
 
+def docker_bytes(*args: str) -> bytes:
+    """Like docker(), for commands whose stdout is binary (a tar stream)."""
+    try:
+        proc = subprocess.run(("docker", *args), capture_output=True)
+    except FileNotFoundError:
+        raise BottleError("docker is not installed: no `docker` command on PATH") from None
+    if proc.returncode != 0:
+        raise BottleError(_failure_message(args, proc.returncode, proc.stderr.decode(errors="replace")))
+    return proc.stdout
+
+
+def docker_attached(*args: str) -> int:
+    """Run docker with this terminal as its stdin/stdout (the agent's session)."""
+    try:
+        return subprocess.run(("docker", *args)).returncode
+    except FileNotFoundError:
+        raise BottleError("docker is not installed: no `docker` command on PATH") from None
+
+
 def _failure_message(args: tuple[str, ...], code: int, stderr: str) -> str:
     detail = " ".join(stderr.split()) or "(no output)"
     if "Cannot connect to the Docker daemon" in stderr or "Is the docker daemon running" in stderr:
         return "the Docker daemon is not reachable: start dockerd (or check DOCKER_HOST) and try again"
     shown = " ".join(args[:3]) + (" …" if len(args) > 3 else "")
-    return f"`docker {shown}` failed (exit {code}): {detail}"
+    return f"`docker {shown}` failed (exit {code}): {detail[-600:]}"
 
 
-def docker_json_lines(*args: str) -> list[dict[str, object]]:
+def docker_json_lines(*args: str) -> list[dict[str, Any]]:
     """Run a `docker ... --format '{{json .}}'` listing and parse one object a line."""
     out = docker(*args, "--format", "{{json .}}").stdout
-    rows: list[dict[str, object]] = []
-    for line in out.splitlines():
-        if line.strip():
-            rows.append(json.loads(line))
-    return rows
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def parse_labels(labels: str) -> dict[str, str]:
+    """`docker ps` prints labels as `k=v,k=v`."""
+    pairs = (item.split("=", 1) for item in labels.split(",") if "=" in item)
+    return {k: v for k, v in pairs}
+
+
+def detect_runtime() -> str:
+    """gVisor when the daemon has runsc registered, else runc. Also proves the daemon answers."""
+    out = docker("info", "--format", "{{json .Runtimes}}").stdout.strip()
+    try:
+        runtimes: object = json.loads(out) if out else {}
+    except json.JSONDecodeError:
+        runtimes = {}
+    return "runsc" if isinstance(runtimes, dict) and "runsc" in runtimes else "runc"
+
+
+@dataclass(frozen=True)
+class DockerBottleCleanupPlan(BottleCleanupPlan):
+    containers: tuple[str, ...]
+    networks: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.containers and not self.networks
+
+    def print(self) -> None:
+        if self.empty:
+            print("nothing to clean up: no claude-bottle containers or networks")
+            return
+        for c in self.containers:
+            print(f"  container  {c}")
+        for n in self.networks:
+            print(f"  network    {n}")
+
+
+class DockerRunningBottle(RunningBottle):
+    def __init__(self, plan: DockerBottlePlan) -> None:
+        self.plan = plan
+        self.identity = plan.identity
+        self.attached = False
+
+    def attach(self) -> int:
+        self.attached = True
+        return docker_attached(*commands.agent_exec_args(self.plan, tty=sys.stdin.isatty() and sys.stdout.isatty()))
+
+
+class DockerBottleBackend(BottleBackend):
+    # --- prepare: resolve everything, create nothing --------------------------
+
+    def prepare(self, spec: BottleSpec) -> DockerBottlePlan:
+        manifest = spec.manifest
+        agent = manifest.agent(spec.agent_name)
+        bottle = manifest.bottle_for(agent)
+        check_files(agent, bottle, source=manifest.source)
+        secrets = resolve_secrets(bottle, os.environ, source=manifest.source)
+        git_gate.check_remote_files(bottle.remotes)
+        if not spec.cwd.is_dir():
+            raise BottleError(f"working directory {spec.cwd} does not exist or is not a directory")
+        runtime = detect_runtime()
+
+        identity = spec.identity or bottle_identity(agent.name)
+        session_id = spec.session_id or new_session_id()
+        user = provision.cwd_owner(spec.cwd)
+        # A bottle without its own ca_bundle may take the host-wide one (corporate proxies).
+        ca_env = os.environ.get("CLAUDE_BOTTLE_CA_BUNDLE")
+        ca_bundle = bottle.ca_bundle or (Path(ca_env).expanduser() if ca_env else None)
+        if ca_bundle is not None and not ca_bundle.is_file():
+            raise BottleError(f"CLAUDE_BOTTLE_CA_BUNDLE={ca_env}: no such file")
+        if spec.dockerfile_override is not None:
+            agent_image = images.user_image(spec.dockerfile_override, name=identity)
+        elif bottle.dockerfile is not None:
+            agent_image = images.user_image(bottle.dockerfile, name=bottle.name)
+        else:
+            agent_image = images.default_agent_image(ca_bundle)
+        sidecar_image = images.sidecar_image(ca_bundle)
+
+        side: list[SidecarPlan] = [sidecars.pipelock_sidecar(identity, bottle, os.environ)]
+        if bottle.routes:
+            side.append(sidecars.cred_proxy_sidecar(identity, bottle, sidecar_image.tag, secrets))
+        if bottle.remotes:
+            side.append(sidecars.git_gate_sidecar(identity, bottle, sidecar_image.tag, secrets))
+        supervise = sidecars.supervise_sidecar(identity, sidecar_image.tag, queue_dir(identity))
+        side.append(supervise)
+
+        pipelock_url = f"http://pipelock:{side[0].port}"
+        env: dict[str, str] = {
+            "HTTP_PROXY": pipelock_url, "HTTPS_PROXY": pipelock_url,
+            "http_proxy": pipelock_url, "https_proxy": pipelock_url,
+            "NO_PROXY": ",".join(["localhost", "127.0.0.1", *(s.alias for s in side[1:])]),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
+        env["no_proxy"] = env["NO_PROXY"]
+        env.update(cred_proxy.agent_env_for_routes(bottle.routes, f"http://cred-proxy:{sidecars.CRED_PROXY_PORT}"))
+        env.update(dict(bottle.env))
+
+        gitconfig = None
+        if bottle.remotes:
+            gitconfig = git_gate.agent_git_config(bottle.remotes, f"http://git-gate:{git_gate.GATE_PORT}")
+        agent_files = provision.agent_home_files(
+            mcp_url=f"http://supervise:{supervise.port}/mcp", gitconfig=gitconfig)
+
+        argv: list[str] = ["claude"]
+        if agent.skip_permissions:
+            argv.append("--dangerously-skip-permissions")
+        else:
+            argv += ["--allowedTools", ",".join(f"mcp__supervise__{t}" for t in SUPERVISE_TOOLS)]
+        argv += ["--resume", session_id] if spec.session_id else ["--session-id", session_id]
+        argv += ["--mcp-config", str(provision.MCP_CONFIG_PATH)]
+        if agent.prompt is not None:
+            argv += ["--append-system-prompt-file", str(provision.PROMPT_PATH)]
+        if agent.model:
+            argv += ["--model", agent.model]
+        if spec.remote_control:
+            argv.append("--remote-control")
+        argv += spec.claude_args
+
+        notes: list[str] = []
+        if os.stat(spec.cwd).st_uid == 0:
+            notes.append(f"{spec.cwd} is owned by root; the agent runs as uid 1000 (Claude Code refuses "
+                         "to skip permissions as root) and may not be able to write there")
+        return DockerBottlePlan(
+            spec=spec, identity=identity, session_id=session_id, agent=agent, bottle=bottle,
+            runtime=runtime, agent_image=agent_image, sidecar_image=sidecar_image,
+            internal_network=sidecars.container_name(identity, "internal"),
+            egress_network=sidecars.container_name(identity, "egress"),
+            agent_container=sidecars.container_name(identity), sidecars=tuple(side),
+            agent_env=tuple(sorted(env.items())), user=user, agent_files=agent_files,
+            claude_argv=tuple(argv), notes=tuple(notes),
+        )
+
+    # --- launch ----------------------------------------------------------------
+
+    @contextmanager
+    def launch(self, plan: BottlePlan) -> Generator[DockerRunningBottle]:
+        assert isinstance(plan, DockerBottlePlan)
+        if not plan.resuming:
+            write_metadata(BottleMetadata(
+                identity=plan.identity, agent_name=plan.agent.name, cwd=plan.cwd,
+                copy_cwd=plan.spec.copy_cwd, started_at=now_iso(), session_id=plan.session_id,
+                manifest=None if plan.spec.manifest.source.startswith("<") else plan.spec.manifest.source,
+            ))
+        queue_dir(plan.identity).mkdir(parents=True, exist_ok=True)
+        running = DockerRunningBottle(plan)
+        try:
+            self._create(plan)
+            yield running
+        finally:
+            with _signals_deferred():
+                if running.attached:
+                    try:
+                        snapshot_transcript(plan, docker_bytes)
+                    except BottleError as e:
+                        print(f"claude-bottle: transcript not saved: {e}", file=sys.stderr)
+                removed = self._teardown(plan)
+                print(f"claude-bottle: removed bottle {plan.identity} ({removed})", file=sys.stderr)
+
+    def _create(self, plan: DockerBottlePlan) -> None:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            first = [pool.submit(self._ensure_images, plan)]
+            first += [pool.submit(docker, *commands.network_create_args(plan, role)) for role in ("internal", "egress")]
+            _all_results(first)
+            second = [pool.submit(self._start_sidecar, plan, sc) for sc in plan.sidecars]
+            second.append(pool.submit(self._start_agent, plan))
+            _all_results(second)
+        self._wait_ready(plan)
+
+    def _ensure_images(self, plan: DockerBottlePlan) -> None:
+        builds = [plan.agent_image, plan.sidecar_image]
+        staged = [b for b in builds if b.context is None]
+        present: set[str] = set()
+        if staged:
+            found = docker("image", "inspect", "--format", "{{index .RepoTags 0}}", *(b.tag for b in staged), check=False)
+            present = set(found.stdout.split())
+        missing = [b for b in builds if b.tag not in present]
+        if any(b.context is None for b in missing):
+            print("claude-bottle: building images (the first build downloads packages and takes a few minutes)…",
+                  file=sys.stderr)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            _all_results([pool.submit(self._build, b) for b in missing])
+
+    def _build(self, image: ImageBuild) -> None:
+        if image.context is not None:
+            docker(*commands.build_args(image, image.context))
+            return
+        with tempfile.TemporaryDirectory(prefix="claude-bottle-build-") as tmp:
+            context = images.stage_context(image, Path(tmp))
+            docker(*commands.build_args(image, context))
+
+    def _start_sidecar(self, plan: DockerBottlePlan, sc: SidecarPlan) -> None:
+        for host, _ in sc.mounts:
+            Path(host).mkdir(parents=True, exist_ok=True)
+        docker(*commands.sidecar_create_args(plan, sc))
+        if sc.files:
+            docker(*commands.copy_in_args(sc.container), input=provision.tar_files(sc.files, owner=sc.file_owner))
+        if sc.egress:
+            docker(*commands.network_connect_args(plan, sc))
+        docker("start", sc.container)
+
+    def _start_agent(self, plan: DockerBottlePlan) -> None:
+        docker(*commands.agent_run_args(plan))
+        tar = provision.agent_tar(
+            agent=plan.agent, owner=plan.user, files=plan.agent_files,
+            copy_cwd=plan.spec.cwd if plan.spec.copy_cwd else None,
+            transcript=plan.spec.transcript_dir, cwd=plan.cwd,
+        )
+        docker(*commands.provision_args(plan), input=tar)
+
+    def _wait_ready(self, plan: DockerBottlePlan) -> None:
+        """Poll health over the egress network from the host; log lines for internal-only sidecars."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        http = [s for s in plan.sidecars if s.health_path]
+        addresses = _egress_addresses(plan, [s.container for s in http]) if http else {}
+        pending = list(plan.sidecars)
+        while pending:
+            still: list[SidecarPlan] = []
+            for sc in pending:
+                if sc.health_path and _http_ok(f"http://{addresses[sc.container]}:{sc.port}{sc.health_path}"):
+                    continue
+                if sc.ready_log:
+                    logs = docker("logs", sc.container, check=False)
+                    if sc.ready_log in logs.stdout + logs.stderr:
+                        continue
+                still.append(sc)
+            pending = still
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                _raise_not_ready(pending[0])
+            for sc in pending:
+                state = docker("inspect", "--format", "{{.State.Status}}", sc.container, check=False).stdout.strip()
+                if state in ("exited", "dead"):
+                    _raise_not_ready(sc)
+            time.sleep(0.05)
+
+    def _teardown(self, plan: DockerBottlePlan) -> str:
+        docker(*commands.remove_containers_args(plan.containers), check=False)
+        docker(*commands.remove_networks_args(plan.networks), check=False)
+        left = self._leftovers(plan.identity)
+        if left.empty:
+            return f"{len(plan.containers)} containers, 2 networks"
+        self.cleanup(left)  # something was created under another name or raced us
+        return f"{len(left.containers)} leftovers removed by label"
+
+    # --- listing and cleanup -----------------------------------------------------
+
+    def list_active(self) -> list[ActiveBottle]:
+        rows = docker_json_lines("ps", "--filter", f"label={LABEL_ROLE}=agent")
+        active: list[ActiveBottle] = []
+        for row in rows:
+            identity = parse_labels(str(row.get("Labels", ""))).get(LABEL_IDENTITY, "")
+            active.append(ActiveBottle(identity=identity, agent_name=identity.rsplit("-", 1)[0],
+                                       status=str(row.get("Status", "")), created=str(row.get("CreatedAt", ""))))
+        return sorted(active, key=lambda a: a.created)
+
+    def _leftovers(self, identity: str | None = None) -> DockerBottleCleanupPlan:
+        label = f"label={LABEL_IDENTITY}" + (f"={identity}" if identity else "")
+        containers = docker_json_lines("ps", "-a", "--filter", label)
+        networks = docker_json_lines("network", "ls", "--filter", label)
+        return DockerBottleCleanupPlan(
+            containers=tuple(sorted(str(c["Names"]) for c in containers)),
+            networks=tuple(sorted(str(n["Name"]) for n in networks)),
+        )
+
+    def prepare_cleanup(self) -> DockerBottleCleanupPlan:
+        return self._leftovers()
+
+    def cleanup(self, plan: BottleCleanupPlan) -> None:
+        assert isinstance(plan, DockerBottleCleanupPlan)
+        # Containers first: a network cannot be removed while something is attached.
+        if plan.containers:
+            docker(*commands.remove_containers_args(plan.containers))
+        if plan.networks:
+            docker(*commands.remove_networks_args(plan.networks))
+
+
+SUPERVISE_TOOLS = ("cred-proxy-block", "pipelock-block", "capability-block", "proposal-status")
+
+
+def _all_results(futures: list[Future[Any]]) -> None:
+    """Wait for every future (so nothing is still being created), then raise the first error."""
+    errors = [f.exception() for f in futures]
+    for e in errors:
+        if e is not None:
+            raise e
+
+
+def _egress_addresses(plan: DockerBottlePlan, containers: list[str]) -> dict[str, str]:
+    fmt = "{{.Name}} {{(index .NetworkSettings.Networks \"" + plan.egress_network + "\").IPAddress}}"
+    out = docker("inspect", "--format", fmt, *containers).stdout
+    pairs = (line.split() for line in out.splitlines() if len(line.split()) == 2)
+    return {name.lstrip("/"): ip for name, ip in pairs}
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=1) as resp:
+            return 200 <= resp.status < 300
+    except OSError:
+        return False
+
+
+def _raise_not_ready(sc: SidecarPlan) -> None:
+    logs = docker("logs", "--tail", "5", sc.container, check=False)
+    tail = " | ".join((logs.stdout + logs.stderr).strip().splitlines()[-3:]) or "no output"
+    raise BottleError(f"sidecar {sc.role} ({sc.image}) did not become ready: {tail}")
+
+
+@contextmanager
+def _signals_deferred() -> Generator[None]:
+    """Teardown must finish even if the user presses ^C again or a SIGTERM arrives."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    handler: Callable[[int, Any], None] = lambda signum, _frame: got.append(signum)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if got:
+        raise KeyboardInterrupt

@@ -1,0 +1,92 @@
+"""How long discover_pending takes over a large queue: 10,000 proposals in 500 folders.
+
+    python3 bench/discover_pending_bench.py [--runs 7] [--limit-ms 300]
+
+Builds the queue in a temporary folder (a mix of the three tools, plus one decided
+proposal per folder),
+times several full scans and prints the median with PASS or FAIL (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from claude_bottle.supervise.queue import (  # noqa: E402
+    Proposal, discover_pending, make_response, new_proposal_id, proposal_path, response_path,
+)
+from claude_bottle.supervise.records import iso_utc, utc_now  # noqa: E402
+
+IDENTITIES = 500
+PER_IDENTITY = 20
+ROUTES = '{"routes": [{"name": "github", "upstream": "https://api.github.com", ' \
+         '"header": "Authorization", "value": "token ${GH_TOKEN}"}]}\n'
+DOCKERFILE = "FROM debian:bookworm-slim\nRUN apt-get update && apt-get install -y ripgrep\n"
+
+
+def build_queue(root: Path) -> int:
+    """Write PER_IDENTITY pending proposals per folder, plus one decided one each.
+
+    Files are written plainly (the layout write_proposal uses, without its fsync, which
+    would only make building slow). Returns how many are pending.
+    """
+    pending = 0
+    for i in range(IDENTITIES):
+        identity = f"agent{i % 7}-{i:05d}"
+        folder = root / identity
+        folder.mkdir()
+        for j in range(PER_IDENTITY + 1):
+            kind = j % 3
+            proposal = Proposal(
+                id=new_proposal_id(), identity=identity,
+                tool=("cred-proxy-block", "pipelock-block", "capability-block")[kind],
+                reason=f"request {j}: the build needs it", created_at=iso_utc(utc_now()),
+                routes=ROUTES if kind == 0 else None,
+                hosts=("pypi.org", "*.pythonhosted.org") if kind == 1 else None,
+                dockerfile=DOCKERFILE if kind == 2 else None,
+            )
+            _write(proposal_path(folder, proposal.id), proposal.to_json())
+            if j == PER_IDENTITY:
+                _write(response_path(folder, proposal.id), make_response(proposal.id, "reject", "no", "").to_json())
+            else:
+                pending += 1
+    return pending
+
+
+def _write(path: Path, obj: dict[str, object]) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--limit-ms", type=float, default=300.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="discover-bench-") as tmp:
+        root = Path(tmp)
+        expected = build_queue(root)
+        times: list[float] = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            items = discover_pending(root)
+            times.append((time.perf_counter() - start) * 1000)
+            if len(items) != expected or any(item.error for item in items):
+                print(f"FAIL: found {len(items)} items, expected {expected} valid ones")
+                return 1
+    median = statistics.median(times)
+    verdict = "PASS" if median < args.limit_ms else "FAIL"
+    print(f"{verdict}: discover_pending over {IDENTITIES * PER_IDENTITY} proposals "
+          f"({expected} pending) in {IDENTITIES} folders: median {median:.0f} ms "
+          f"(min {min(times):.0f}, max {max(times):.0f}, {args.runs} runs; limit {args.limit_ms:.0f} ms)")
+    return 0 if verdict == "PASS" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

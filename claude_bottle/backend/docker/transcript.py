@@ -1,0 +1,76 @@
+"""Copy the agent's Claude Code session files out of its container, safely.
+
+Everything that comes out of the agent container is hostile: the tar stream is
+unpacked by hand, regular files and folders only, names checked, sizes capped,
+nothing followed and nothing executed.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from ...bottle_state import state_dir
+from ...errors import BottleError
+from ...fsutil import atomic_write_bytes
+from .plan import DockerBottlePlan
+from .provision import AGENT_HOME, projects_dir_name
+
+MAX_FILE = 64 * 1024 * 1024
+MAX_TOTAL = 256 * 1024 * 1024
+
+
+def transcript_dir(identity: str) -> Path:
+    return state_dir(identity) / "transcript"
+
+
+def snapshot_transcript(plan: DockerBottlePlan, docker_bytes: Callable[..., bytes]) -> Path:
+    src = AGENT_HOME / ".claude" / "projects" / projects_dir_name(plan.cwd)
+    stream = docker_bytes("cp", f"{plan.agent_container}:{src}/.", "-")
+    return save_transcript_tar(stream, transcript_dir(plan.identity))
+
+
+def save_transcript_tar(stream: bytes, dest: Path) -> Path:
+    """Unpack a session-folder tar into `dest`, replacing it only when the whole tar was good."""
+    staging = dest.with_name(dest.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    total = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+            for member in tar:
+                rel = _safe_relative(member.name)
+                if rel is None or member.isdir():
+                    continue
+                if not member.isfile():
+                    continue  # symlinks, devices, hard links: never recreated on the host
+                total += member.size
+                if member.size > MAX_FILE or total > MAX_TOTAL:
+                    raise BottleError(f"transcript file {rel} is larger than the {MAX_FILE >> 20} MiB limit")
+                data = tar.extractfile(member)
+                if data is None:
+                    continue
+                atomic_write_bytes(staging / rel, data.read(), mode=0o600)
+    except tarfile.TarError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BottleError(f"transcript archive from the agent is not readable: {e}") from None
+    except BottleError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.mkdir(parents=True, exist_ok=True)
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    staging.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def _safe_relative(name: str) -> Path | None:
+    parts = [p for p in PurePosixPath(name).parts if p not in (".", "")]
+    if not parts or any(p == ".." or p.startswith("/") for p in parts) or name.startswith("/"):
+        return None
+    return Path(*parts)

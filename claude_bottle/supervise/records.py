@@ -1,0 +1,355 @@
+"""What travels through the queue: a Proposal from the agent, a Response from the operator.
+
+Both are frozen dataclasses that validate themselves on construction, so an invalid one
+cannot be written, and `from_json` turns any fault in a file into one BottleError line.
+Text fields refuse control and invisible characters: the operator reviews this content on
+a terminal, and an escape sequence or a bidi override could make it read differently
+from what would be applied.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+from collections.abc import Iterable, Sequence, Set as AbstractSet
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import cast
+
+from ..bottle_state import IDENTITY_RE
+from ..errors import BottleError
+
+TOOLS = ("cred-proxy-block", "pipelock-block", "capability-block")
+DECISIONS = ("approve", "approve-modified", "reject")
+FORMAT_VERSION = 1
+
+MAX_FILE_BYTES = 256 * 1024  # any queue file; larger is refused unread
+MAX_TEXT_BYTES = 100 * 1024  # a proposed routes file or Dockerfile
+MAX_REASON_BYTES = 4096
+MAX_HOSTS = 256
+MAX_HOST_CHARS = 253
+
+ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+# C0 (except tab, LF, CR), DEL, C1, zero-width and bidi controls, BOM.
+_UNSAFE_CHAR_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+_HOST_CHARS_RE = re.compile(r"[\x21-\x7e]+")  # the syntax is pipelock's to judge; this keeps the file sane
+
+_PROPOSAL_KEYS = ("version", "id", "identity", "tool", "reason", "created_at")
+_CONTENT_KEYS = {
+    "cred-proxy-block": (("routes",),),
+    "pipelock-block": (("hosts",), ("allowlist",)),
+    "capability-block": (("dockerfile",),),
+}
+_PROPOSAL_ALLOWED = frozenset(_PROPOSAL_KEYS + ("routes", "hosts", "allowlist", "dockerfile"))
+_RESPONSE_KEYS = ("version", "id", "decision", "reason", "final_content", "decided_at")
+
+_id_lock = threading.Lock()
+_last_id_time = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso_utc(t: datetime) -> str:
+    """`2025-01-31T12:00:00.123456Z`."""
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_proposal_id() -> str:
+    """`20250131-120000-123456-k3j9x`: sorts by arrival (strictly, within one process)."""
+    global _last_id_time
+    with _id_lock:
+        now = max(utc_now(), _last_id_time + timedelta(microseconds=1))
+        _last_id_time = now
+    suffix = "".join(secrets.choice(_BASE36) for _ in range(5))
+    return f"{now:%Y%m%d-%H%M%S-%f}-{suffix}"
+
+
+def check_id(proposal_id: str) -> str:
+    """Ids become file names: refuse anything that is not [a-z0-9][a-z0-9-]{0,63}."""
+    if not ID_RE.fullmatch(proposal_id):
+        raise BottleError(f"{shown(proposal_id)} is not a proposal id (expected [a-z0-9][a-z0-9-]{{0,63}})")
+    return proposal_id
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """A value quoted for a one-line message: repr escapes control characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def text_problem(text: str, *, max_bytes: int) -> str | None:
+    """Why `text` cannot be shown to the operator as is, or None."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "contains an unpaired surrogate"
+    if size > max_bytes:
+        return f"is {size} bytes, more than the limit of {max_bytes}"
+    m = _UNSAFE_CHAR_RE.search(text)
+    if m:
+        line = text.count("\n", 0, m.start()) + 1
+        return f"contains the control or invisible character U+{ord(m.group()):04X} (line {line})"
+    return None
+
+
+class InvalidRecord(BottleError):
+    """A Proposal or Response that breaks a rule; `problem` is the message without its subject."""
+
+    def __init__(self, subject: str, problem: str) -> None:
+        super().__init__(f"{subject}: {problem}")
+        self.problem = problem
+
+
+def _text_field_problem(key: str, value: str, *, max_bytes: int, empty_ok: bool = False) -> str | None:
+    if not empty_ok and not value.strip():
+        return f"{key} must not be empty"
+    problem = text_problem(value, max_bytes=max_bytes)
+    return f"{key} {problem}" if problem else None
+
+
+def _timestamp_problem(key: str, value: str) -> str | None:
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        t = None
+    if t is None or len(value) > 40 or t.utcoffset() != timedelta(0):
+        return f"{key} {shown(value)} is not an ISO-8601 UTC time"
+    return None
+
+
+def _hosts_problem(key: str, hosts: Sequence[str], *, empty_ok: bool) -> str | None:
+    if not hosts and not empty_ok:
+        return f"{key} must name at least one host"
+    if len(hosts) > MAX_HOSTS:
+        return f"{key} has {len(hosts)} entries, more than the limit of {MAX_HOSTS}"
+    for i, host in enumerate(hosts):
+        if len(host) > MAX_HOST_CHARS or not _HOST_CHARS_RE.fullmatch(host):
+            return f"{key}[{i}] {shown(host)} is not a host name"
+    return None
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """An agent's request for more access; exactly the content fields of its tool are set.
+
+    cred-proxy-block: `routes`, the full proposed routes.json text.
+    pipelock-block: `hosts` (hosts to add to the live allowlist) or `allowlist` (a full list).
+    capability-block: `dockerfile`, the full proposed Dockerfile text.
+    """
+
+    id: str
+    identity: str
+    tool: str
+    reason: str
+    created_at: str
+    routes: str | None = None
+    hosts: tuple[str, ...] | None = None
+    allowlist: tuple[str, ...] | None = None
+    dockerfile: str | None = None
+
+    def __post_init__(self) -> None:
+        problem = _proposal_problem(self)
+        if problem:
+            raise InvalidRecord(f"proposal {shown(self.id)}", problem)
+
+    @property
+    def content(self) -> str:
+        """The proposed content as the operator reviews and edits it (hosts: one a line)."""
+        if self.routes is not None:
+            return self.routes
+        if self.dockerfile is not None:
+            return self.dockerfile
+        hosts = self.hosts if self.hosts is not None else self.allowlist or ()
+        return "".join(f"{h}\n" for h in hosts)
+
+    def proposed_allowlist(self, live: Iterable[str]) -> tuple[str, ...]:
+        """pipelock-block: the full allowlist this proposal asks for, given the live one."""
+        if self.tool != "pipelock-block":
+            raise BottleError(f"proposal {self.id} is a {self.tool}, not a pipelock-block")
+        if self.allowlist is not None:
+            return self.allowlist
+        return tuple(dict.fromkeys([*live, *(self.hosts or ())]))
+
+    def to_json(self) -> dict[str, object]:
+        obj: dict[str, object] = {
+            "version": FORMAT_VERSION, "id": self.id, "identity": self.identity, "tool": self.tool,
+            "reason": self.reason, "created_at": self.created_at,
+        }
+        for key in ("routes", "dockerfile"):
+            if getattr(self, key) is not None:
+                obj[key] = getattr(self, key)
+        for key in ("hosts", "allowlist"):
+            value = cast("tuple[str, ...] | None", getattr(self, key))
+            if value is not None:
+                obj[key] = list(value)
+        return obj
+
+    @classmethod
+    def from_json(cls, obj: object, *, where: str) -> Proposal:
+        d = _object(obj, where=where)
+        _check_keys(d, where=where, required=_PROPOSAL_KEYS, allowed=_PROPOSAL_ALLOWED)
+        get = d.get
+        try:
+            return cls(
+                id=_str(d, "id", where=where), identity=_str(d, "identity", where=where),
+                tool=_str(d, "tool", where=where), reason=_str(d, "reason", where=where),
+                created_at=_str(d, "created_at", where=where),
+                routes=None if get("routes") is None else _str(d, "routes", where=where),
+                hosts=None if get("hosts") is None else _str_list(d, "hosts", where=where),
+                allowlist=None if get("allowlist") is None else _str_list(d, "allowlist", where=where),
+                dockerfile=None if get("dockerfile") is None else _str(d, "dockerfile", where=where),
+            )
+        except InvalidRecord as e:
+            raise BottleError(f"{where}: {e.problem}") from None
+
+
+def _proposal_problem(p: Proposal) -> str | None:
+    if not ID_RE.fullmatch(p.id):
+        return "id is not [a-z0-9][a-z0-9-]{0,63}"
+    if not IDENTITY_RE.fullmatch(p.identity):
+        return f"identity {shown(p.identity)} is not a bottle identity"
+    if p.tool not in TOOLS:
+        return f"tool {shown(p.tool)} is not one of {', '.join(TOOLS)}"
+    given = (("routes",) if p.routes is not None else ()) + (("hosts",) if p.hosts is not None else ()) \
+        + (("allowlist",) if p.allowlist is not None else ()) + (("dockerfile",) if p.dockerfile is not None else ())
+    if given not in _CONTENT_KEYS[p.tool]:
+        wanted = " or ".join("+".join(keys) for keys in _CONTENT_KEYS[p.tool])
+        return f"a {p.tool} proposal carries {wanted}, not {'+'.join(given) or 'nothing'}"
+    return (
+        _text_field_problem("reason", p.reason, max_bytes=MAX_REASON_BYTES)
+        or _timestamp_problem("created_at", p.created_at)
+        or (_text_field_problem("routes", p.routes, max_bytes=MAX_TEXT_BYTES) if p.routes is not None else None)
+        or (_text_field_problem("dockerfile", p.dockerfile, max_bytes=MAX_TEXT_BYTES)
+            if p.dockerfile is not None else None)
+        or (_hosts_problem("hosts", p.hosts, empty_ok=False) if p.hosts is not None else None)
+        or (_hosts_problem("allowlist", p.allowlist, empty_ok=True) if p.allowlist is not None else None)
+    )
+
+
+@dataclass(frozen=True)
+class Response:
+    """The operator's decision; `final_content` is what was applied (after any edit).
+
+    For pipelock-block, final_content is the applied allowlist, one host a line; for a
+    reject it is empty.
+    """
+
+    id: str
+    decision: str
+    reason: str
+    final_content: str
+    decided_at: str
+
+    def __post_init__(self) -> None:
+        problem = _response_problem(self)
+        if problem:
+            raise InvalidRecord(f"response {shown(self.id)}", problem)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": FORMAT_VERSION, "id": self.id, "decision": self.decision, "reason": self.reason,
+            "final_content": self.final_content, "decided_at": self.decided_at,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object, *, where: str) -> Response:
+        d = _object(obj, where=where)
+        _check_keys(d, where=where, required=_RESPONSE_KEYS, allowed=frozenset(_RESPONSE_KEYS))
+        try:
+            return cls(
+                id=_str(d, "id", where=where), decision=_str(d, "decision", where=where),
+                reason=_str(d, "reason", where=where), final_content=_str(d, "final_content", where=where),
+                decided_at=_str(d, "decided_at", where=where),
+            )
+        except InvalidRecord as e:
+            raise BottleError(f"{where}: {e.problem}") from None
+
+
+def _response_problem(r: Response) -> str | None:
+    if not ID_RE.fullmatch(r.id):
+        return "id is not [a-z0-9][a-z0-9-]{0,63}"
+    if r.decision not in DECISIONS:
+        return f"decision {shown(r.decision)} is not one of {', '.join(DECISIONS)}"
+    if len(r.final_content.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+        return f"final_content is larger than {MAX_TEXT_BYTES} bytes"
+    return (_text_field_problem("reason", r.reason, max_bytes=MAX_REASON_BYTES, empty_ok=r.decision != "reject")
+            or _timestamp_problem("decided_at", r.decided_at))
+
+
+def make_response(proposal_id: str, decision: str, reason: str, final_content: str) -> Response:
+    """A Response decided now."""
+    return Response(id=proposal_id, decision=decision, reason=reason, final_content=final_content,
+                    decided_at=iso_utc(utc_now()))
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(items: list[tuple[str, object]]) -> dict[str, object]:
+    obj = dict(items)
+    if len(obj) != len(items):
+        raise ValueError("duplicate key in an object")
+    return obj
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+
+
+def loads_strict(data: bytes | str) -> object:
+    """Parse JSON (bytes must be UTF-8), refusing NaN/Infinity, duplicate keys and deep nesting."""
+    try:
+        return _DECODER.decode(data.decode() if isinstance(data, bytes) else data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _object(obj: object, *, where: str) -> dict[str, object]:
+    if not isinstance(obj, dict):
+        raise BottleError(f"{where}: must be a JSON object, not {json_type(obj)}")
+    return cast("dict[str, object]", obj)
+
+
+def _check_keys(d: dict[str, object], *, where: str, required: Iterable[str], allowed: AbstractSet[str]) -> None:
+    if not d.keys() <= allowed:
+        raise BottleError(f"{where}: unknown key {shown(min(d.keys() - allowed))}")
+    for key in required:
+        if key not in d:
+            raise BottleError(f"{where}: missing key {key!r}")
+    version = d["version"]
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise BottleError(f"{where}: version must be {FORMAT_VERSION}")
+
+
+def _str(d: dict[str, object], key: str, *, where: str) -> str:
+    value = d[key]
+    if type(value) is not str:
+        raise BottleError(f"{where}: {key} must be a string, not {json_type(value)}")
+    return value
+
+
+def _str_list(d: dict[str, object], key: str, *, where: str) -> tuple[str, ...]:
+    value = d[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in cast("list[object]", value)):
+        raise BottleError(f"{where}: {key} must be a list of strings")
+    return tuple(cast("list[str]", value))
