@@ -98,6 +98,8 @@ def egress_pattern_problem(pattern: object) -> str | None:
         return "is empty"
     if any(ch.isspace() for ch in pattern):
         return "contains whitespace"
+    if not pattern.isascii():
+        return "has non-ASCII characters (write an international name in its xn-- form)"
     if "://" in pattern:
         return "has a scheme; write the host name only (example.com)"
     if "/" in pattern:

@@ -127,7 +127,7 @@ def _text_field_problem(key: str, value: str, *, max_bytes: int, empty_ok: bool 
     return f"{key} {problem}" if problem else None
 
 
-def _timestamp_problem(key: str, value: str) -> str | None:
+def timestamp_problem(key: str, value: str) -> str | None:
     try:
         t = datetime.fromisoformat(value)
     except ValueError:
@@ -237,7 +237,7 @@ def _proposal_problem(p: Proposal) -> str | None:
         return f"a {p.tool} proposal carries {wanted}, not {'+'.join(given) or 'nothing'}"
     return (
         _text_field_problem("reason", p.reason, max_bytes=MAX_REASON_BYTES)
-        or _timestamp_problem("created_at", p.created_at)
+        or timestamp_problem("created_at", p.created_at)
         or (_text_field_problem("routes", p.routes, max_bytes=MAX_TEXT_BYTES) if p.routes is not None else None)
         or (_text_field_problem("dockerfile", p.dockerfile, max_bytes=MAX_TEXT_BYTES)
             if p.dockerfile is not None else None)
@@ -293,7 +293,7 @@ def _response_problem(r: Response) -> str | None:
     if len(r.final_content.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
         return f"final_content is larger than {MAX_TEXT_BYTES} bytes"
     return (_text_field_problem("reason", r.reason, max_bytes=MAX_REASON_BYTES, empty_ok=r.decision != "reject")
-            or _timestamp_problem("decided_at", r.decided_at))
+            or timestamp_problem("decided_at", r.decided_at))
 
 
 def make_response(proposal_id: str, decision: str, reason: str, final_content: str) -> Response:

@@ -8,7 +8,6 @@ are imported only when a call needs them, through `ContentChecks`, which tests r
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -29,10 +28,9 @@ def _parse_routes(text: str) -> None:
 
 
 def _egress_pattern_problem(pattern: object) -> str | None:
-    # pipelock.py is written alongside this module; reach it by name until it lands.
-    problem = cast("Callable[[object], str | None]",
-                   getattr(importlib.import_module("claude_bottle.pipelock"), "egress_pattern_problem"))
-    return problem(pattern)
+    from ..pipelock import egress_pattern_problem
+
+    return egress_pattern_problem(pattern)
 
 
 @dataclass(frozen=True)

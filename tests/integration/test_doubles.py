@@ -120,6 +120,7 @@ head = b""
 while b"\r\n\r\n" not in head:
     head += s.recv(1)
 s.sendall(b"\x16\3\1" + len(handshake).to_bytes(2, "big") + handshake)
+s.shutdown(socket.SHUT_WR)
 received = b""
 try:
     while data := s.recv(65536):

@@ -65,6 +65,6 @@ def supervise_sidecar(identity: str, image: str, queue: Path) -> SidecarPlan:
         role="supervise", container=container_name(identity, "supervise"), image=image,
         command=("python3", "-m", "claude_bottle.supervise", "--queue", "/queue",
                  "--identity", identity, "--listen", f"0.0.0.0:{SUPERVISE_PORT}"),
-        port=SUPERVISE_PORT, egress=False, ready_log="listening",
+        port=SUPERVISE_PORT, egress=False, ready_log="supervise: serving",
         user=f"{os.getuid()}:{os.getgid()}", mounts=((str(queue), "/queue"),),
     )

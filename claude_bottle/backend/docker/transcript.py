@@ -27,9 +27,15 @@ def transcript_dir(identity: str) -> Path:
     return state_dir(identity) / "transcript"
 
 
-def snapshot_transcript(plan: DockerBottlePlan, docker_bytes: Callable[..., bytes]) -> Path:
+def snapshot_transcript(plan: DockerBottlePlan, docker_bytes: Callable[..., bytes]) -> Path | None:
+    """None when the agent never wrote a session (e.g. `claude --version`)."""
     src = AGENT_HOME / ".claude" / "projects" / projects_dir_name(plan.cwd)
-    stream = docker_bytes("cp", f"{plan.agent_container}:{src}/.", "-")
+    try:
+        stream = docker_bytes("cp", f"{plan.agent_container}:{src}/.", "-")
+    except BottleError as e:
+        if "Could not find the file" in str(e):
+            return None
+        raise
     return save_transcript_tar(stream, transcript_dir(plan.identity))
 
 

@@ -315,7 +315,8 @@ def _server_name_indication(hello: bytes) -> str | None:
 
 
 class Tunnel:
-    """Bytes both ways between two sockets, as they come, until one side ends or a timeout."""
+    """Bytes both ways between two sockets as they come; an end of input is passed on
+    as a half-close, a timeout or a refused ClientHello closes both sides."""
 
     def __init__(self, runtime: Runtime, client: socket.socket, upstream: socket.socket, host: str) -> None:
         self.runtime = runtime
@@ -324,7 +325,7 @@ class Tunnel:
         self.host = host
         self.started = time.monotonic()
         self.last_activity = self.started
-        self.done = threading.Event()
+        self.aborted = threading.Event()
         self.bytes = 0
         self.sni_checked = not runtime.config.sni_verification
 
@@ -339,15 +340,16 @@ class Tunnel:
 
     def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
         try:
-            while not self.done.is_set():
+            while not self.aborted.is_set():
                 try:
                     data = src.recv(BUFSIZE)
                 except socket.timeout:
                     if self._expired():
-                        break
+                        self._abort()
                     continue
                 if not data:
-                    break
+                    dst.shutdown(socket.SHUT_WR)
+                    return
                 if from_client and not self.sni_checked:
                     self.sni_checked = True
                     sni = _server_name_indication(data)
@@ -356,19 +358,21 @@ class Tunnel:
                             "warn", "blocked", "request blocked", method="CONNECT", target=self.host,
                             scanner="sni", reason=f"SNI {sni} does not match CONNECT host {self.host}",
                         )
-                        break
+                        self._abort()
+                        return
                 self.last_activity = time.monotonic()
                 self.bytes += len(data)
                 dst.sendall(data)
         except OSError:
-            pass
-        finally:
-            self.done.set()
-            for sock in (self.client, self.upstream):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            self._abort()
+
+    def _abort(self) -> None:
+        self.aborted.set()
+        for sock in (self.client, self.upstream):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _expired(self) -> bool:
         config = self.runtime.config
