@@ -31,6 +31,7 @@ SSE_EVENTS = 5
 
 class _UpstreamHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else headers and body, written apart, meet delayed ACKs
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -185,8 +186,8 @@ def main() -> int:
                 rps_d += throughput(up_port, "/small", 8, args.seconds / 2)
                 rps_p += throughput(px_port, "/bench/small", 8, args.seconds / 2)
             rps_d, rps_p = rps_d / 2, rps_p / 2
-            sse_d = sse_p = [0.0]
-            sse_d, sse_p = [], []
+            sse_d: list[float] = []
+            sse_p: list[float] = []
             for _ in range(10):
                 sse_d += first_event(up_port, "/sse", 2)
                 sse_p += first_event(px_port, "/bench/sse", 2)

@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import cast
 
 from ..bottle_state import check_identity
 from ..errors import BottleError
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"supervise: {e}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, _stop)
-    config.log(f"serving {config.identity} on {args.listen} (queue {queue_dir})")
+    host, port = cast("tuple[str, int]", server.server_address[:2])
+    config.log(f"serving {config.identity} on {host}:{port} (queue {queue_dir})")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
