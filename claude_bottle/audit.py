@@ -101,7 +101,7 @@ def append_audit(path: Path, entry: AuditEntry) -> None:
     line = (json.dumps(entry.to_json(), ensure_ascii=False) + "\n").encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as e:
         raise BottleError(f"{path}: cannot open the audit log: {e.strerror or e}") from None
     try:

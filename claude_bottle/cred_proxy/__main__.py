@@ -4,7 +4,7 @@
 its template; nothing else is reachable, so the agent can use a credential it never sees.
 HTTP/1.1 is spoken by hand on both sides rather than through http.server/http.client:
 the proxy needs exact request-size limits, chunk-by-chunk streaming (SSE) and pooled
-upstream connections, and it must add well under a millisecond.
+upstream connections, and it must add well under a millisecond per request.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import signal
 import socket
 import socketserver
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from typing import cast
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from ..errors import BottleError
-from . import CredProxyRoute, MissingSecretError, parse_routes_file, render_value, secret_names
+from . import CredProxyRoute, MissingSecretError, parse_routes_file, render_value
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_BYTES = 32 * 1024
@@ -38,23 +39,26 @@ MAX_HEADER_LINES = 100
 MAX_RESPONSE_HEAD = 64 * 1024
 MAX_CHUNK_LINE = 4 * 1024
 IO_CHUNK = 64 * 1024
-# Small bodies are read whole before sending so a request on a pooled connection that
-# the upstream closed meanwhile can be replayed on a fresh one.
+# Small bodies are read whole before sending, so that a request that meets a pooled
+# connection the upstream has just closed can be replayed on a fresh one.
 REPLAYABLE_BODY = 64 * 1024
-CLIENT_TIMEOUT = 300.0
+CLIENT_TIMEOUT = 300
 CONNECT_TIMEOUT = 30.0
-UPSTREAM_TIMEOUT = 600.0
+UPSTREAM_TIMEOUT = 600
 POOL_IDLE_SECONDS = 20.0
 POOL_MAX_IDLE = 32
 
 HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "proxy-authorization", "proxy-authenticate",
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade", b"proxy-authorization", b"proxy-authenticate",
 })
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+_ORIGIN_FORM = re.compile(rb"/[\x21-\x7e]*")
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_INTERESTING = frozenset({b"connection", b"transfer-encoding", b"content-length", b"expect"})
 
 
 class _Refusal(Exception):
@@ -73,7 +77,7 @@ class _UpstreamFailed(Exception):
         self.timeout = timeout
 
 
-# --- configuration ------------------------------------------------------------
+# --- configuration --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -81,16 +85,16 @@ class Upstream:
     scheme: str
     host: str
     port: int
-    host_header: str
-    path_prefix: str  # no trailing slash
+    host_header: bytes
+    path_prefix: bytes  # without a trailing slash
 
     @staticmethod
     def from_url(url: str) -> Upstream:
         parts = urlsplit(url)
-        https = parts.scheme == "https"
         return Upstream(
-            scheme=parts.scheme, host=parts.hostname or "", port=parts.port or (443 if https else 80),
-            host_header=parts.netloc, path_prefix=parts.path.rstrip("/"),
+            scheme=parts.scheme, host=parts.hostname or "",
+            port=parts.port or (443 if parts.scheme == "https" else 80),
+            host_header=parts.netloc.encode("ascii"), path_prefix=parts.path.rstrip("/").encode("ascii"),
         )
 
 
@@ -98,21 +102,29 @@ class Upstream:
 class LiveRoute:
     route: CredProxyRoute
     upstream: Upstream
+    header_name: bytes  # lowercase
+    credential_line: bytes | None  # "Header: value", rendered once per (re)load
+    missing_secret: str | None
 
 
 @dataclass(frozen=True)
 class ProxyConfig:
     routes: Mapping[str, LiveRoute]
-    secrets: Mapping[str, str]
 
     @staticmethod
     def build(routes: Sequence[CredProxyRoute], secrets: Mapping[str, str]) -> ProxyConfig:
-        live = {r.name: LiveRoute(r, Upstream.from_url(r.upstream)) for r in routes}
-        return ProxyConfig(routes=live, secrets=dict(secrets))
+        live: dict[str, LiveRoute] = {}
+        for r in routes:
+            try:
+                line, missing = f"{r.header}: {render_value(r.value, secrets)}".encode("latin-1"), None
+            except MissingSecretError as e:
+                line, missing = None, e.name
+            live[r.name] = LiveRoute(r, Upstream.from_url(r.upstream), r.header.lower().encode("ascii"),
+                                     line, missing)
+        return ProxyConfig(live)
 
     def missing_secrets(self) -> list[str]:
-        names = secret_names(lr.route for lr in self.routes.values())
-        return [n for n in names if not self.secrets.get(n)]
+        return sorted({lr.missing_secret for lr in self.routes.values() if lr.missing_secret})
 
 
 def read_secrets_file(path: Path) -> dict[str, str]:
@@ -136,11 +148,13 @@ def read_secrets_file(path: Path) -> dict[str, str]:
 
 
 def load_config(routes_path: Path, secrets_path: Path | None, environ: Mapping[str, str]) -> ProxyConfig:
+    """Routes from `routes_path`; secret values from `environ`, overridden by `secrets_path`."""
     try:
         text = routes_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) else "not UTF-8"
-        raise BottleError(f"{routes_path}: cannot read: {reason or e}") from None
+    except OSError as e:
+        raise BottleError(f"{routes_path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise BottleError(f"{routes_path}: not UTF-8 text") from None
     routes = parse_routes_file(text, where=str(routes_path))
     secrets = dict(environ)
     if secrets_path is not None:
@@ -148,12 +162,58 @@ def load_config(routes_path: Path, secrets_path: Path | None, environ: Mapping[s
     return ProxyConfig.build(routes, secrets)
 
 
-# --- byte-level I/O -------------------------------------------------------------
+# --- byte-level HTTP/1.1 -----------------------------------------------------------
+
+
+def _set_io_timeout(sock: socket.socket, seconds: int) -> None:
+    # Kernel timeouts on a blocking socket: Python's own timeout costs a poll() per call.
+    sock.settimeout(None)
+    timeval = struct.pack("ll", seconds, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+class _Head:
+    """A message head: start line, raw header lines, their lowercase names, and the
+    values of the few headers that decide framing and connection handling."""
+
+    __slots__ = ("start", "lines", "names", "special")
+
+    def __init__(self, start: bytes, lines: list[bytes]) -> None:
+        self.start = start
+        self.lines = lines
+        self.names = [line[:line.index(b":")].lower() for line in lines]
+        self.special: dict[bytes, list[bytes]] = {}
+        for name, line in zip(self.names, lines):
+            if name in _INTERESTING:
+                self.special.setdefault(name, []).append(line[len(name) + 1:].strip(b" \t"))
+
+    def tokens(self, name: bytes) -> list[bytes]:
+        return [t.strip().lower() for v in self.special.get(name, ()) for t in v.split(b",") if t.strip()]
+
+    def kept_lines(self, drop: frozenset[bytes] | set[bytes]) -> list[bytes]:
+        return [line for name, line in zip(self.names, self.lines) if name not in drop]
+
+    def body_framing(self, fail: Callable[[str], Exception]) -> tuple[str, int]:
+        """("chunked", 0), ("length", n) or ("none", 0) when no body is declared."""
+        lengths = set(self.special.get(b"content-length", ()))
+        if b"transfer-encoding" in self.special:
+            if lengths:
+                raise fail("both Transfer-Encoding and Content-Length")
+            if self.tokens(b"transfer-encoding") != [b"chunked"]:
+                raise fail("unsupported Transfer-Encoding")
+            return "chunked", 0
+        if not lengths:
+            return "none", 0
+        length = lengths.pop()
+        if lengths or not length.isdigit() or len(length) > 18:
+            raise fail("invalid Content-Length")
+        return "length", int(length)
 
 
 class _Reader:
-    """Buffered reads from one socket; `on_block` runs before any read that may wait,
-    so output collected meanwhile is flushed instead of held back (SSE event by event)."""
+    """Buffered reads from one socket. `on_block` runs before any read that may wait, so
+    output collected meanwhile goes out first (this is what streams SSE event by event)."""
 
     __slots__ = ("sock", "buf", "on_block", "error", "malformed")
 
@@ -171,25 +231,26 @@ class _Reader:
             self.on_block()
         try:
             return self.sock.recv(n)
-        except TimeoutError:
+        except (BlockingIOError, TimeoutError, ssl.SSLWantReadError):
             raise self.error("timed out", True) from None
         except OSError as e:
             raise self.error(e.strerror or str(e), False) from None
 
-    def read_head(self, *, line_max: int, head_max: int, lines_max: int) -> list[bytes] | None:
-        """The start line and header lines, or None on a clean close before any byte."""
+    def read_head(self, *, line_max: int, head_max: int, lines_max: int) -> _Head | None:
+        """The next message head, or None on a clean close before its first byte."""
         buf = self.buf
         scanned = 0
         while True:
             while buf.startswith(b"\r\n"):
                 del buf[:2]
-            end = buf.find(b"\r\n\r\n", max(0, scanned - 3))
-            if end >= 0:
-                break
             first = buf.find(b"\r\n")
-            if (first < 0 and len(buf) > line_max) or first > line_max:
+            if first >= 0:
+                end = buf.find(b"\r\n\r\n", max(first, scanned - 3))
+                if end >= 0:
+                    break
+            if first > line_max or (first < 0 and len(buf) > line_max):
                 raise _Refusal(414, f"request line longer than {line_max} bytes")
-            if first >= 0 and len(buf) - first > head_max:
+            if first >= 0 and len(buf) - first > head_max + 4:
                 raise _Refusal(431, f"headers larger than {head_max} bytes")
             scanned = len(buf)
             data = self._recv(IO_CHUNK)
@@ -198,15 +259,20 @@ class _Reader:
                     return None
                 raise self.malformed("connection closed in the middle of a message head")
             buf += data
-        lines = bytes(buf[:end]).split(b"\r\n")
+        start = bytes(buf[:first])
+        block = bytes(buf[first + 2:end + 2])
         del buf[:end + 4]
-        if len(lines[0]) > line_max:
+        if len(start) > line_max:
             raise _Refusal(414, f"request line longer than {line_max} bytes")
-        if end - len(lines[0]) > head_max:
+        if len(block) > head_max:
             raise _Refusal(431, f"headers larger than {head_max} bytes")
-        if len(lines) - 1 > lines_max:
+        if not _HEADER_BLOCK.fullmatch(block):
+            raise self.malformed("malformed header line")
+        lines = block.split(b"\r\n")
+        lines.pop()
+        if len(lines) > lines_max:
             raise _Refusal(431, f"more than {lines_max} header lines")
-        return lines
+        return _Head(start, lines)
 
     def read_line(self, limit: int) -> bytes:
         buf = self.buf
@@ -243,7 +309,7 @@ class _Reader:
 
 
 class _Writer:
-    """Collects output and sends it in one syscall when the peer would otherwise wait."""
+    """Collects output and sends it in one syscall once the next read would wait."""
 
     __slots__ = ("sock", "parts", "size", "chunked", "error")
 
@@ -281,7 +347,7 @@ class _Writer:
         self.size = 0
         try:
             self.sock.sendall(data)
-        except TimeoutError:
+        except (BlockingIOError, TimeoutError, ssl.SSLWantWriteError):
             raise self.error("timed out", True) from None
         except OSError as e:
             raise self.error(e.strerror or str(e), False) from None
@@ -305,7 +371,10 @@ def _upstream_malformed(message: str) -> Exception:
 
 def _relay_body(src: _Reader, dst: _Writer, mode: str, length: int) -> None:
     """Copy one message body from src to dst as it arrives. mode: length, chunked or eof."""
-    src.on_block = dst.flush
+    # A small fixed-length body is no stream: sending it with its head saves a syscall and
+    # a wakeup of the reader on the other side.
+    if mode != "length" or length > IO_CHUNK:
+        src.on_block = dst.flush
     try:
         if mode == "length":
             while length:
@@ -321,7 +390,7 @@ def _relay_body(src: _Reader, dst: _Writer, mode: str, length: int) -> None:
                     raise src.malformed("malformed chunk size")
                 size = int(size_field, 16)
                 if size == 0:
-                    for _ in range(MAX_HEADER_LINES + 1):  # trailers are dropped
+                    for _ in range(MAX_HEADER_LINES + 1):  # trailers are read and dropped
                         if not src.read_line(MAX_CHUNK_LINE):
                             break
                     else:
@@ -343,60 +412,27 @@ def _relay_body(src: _Reader, dst: _Writer, mode: str, length: int) -> None:
     dst.end()
 
 
-def _parse_headers(lines: Sequence[bytes]) -> list[tuple[str, str]]:
-    headers: list[tuple[str, str]] = []
-    for raw in lines:
-        name, colon, value = raw.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise _Refusal(400, "malformed header line")
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value):
-            raise _Refusal(400, "control character in a header value")
-        headers.append((name.decode("ascii"), value.decode("latin-1")))
-    return headers
+def _split_target(target: bytes) -> tuple[str, bytes, bytes]:
+    """An origin-form target as (route name, rest of the path, "?query" or b""), refusing
+    anything that could leave the route's prefix once the upstream decodes it."""
+    if not _ORIGIN_FORM.fullmatch(target):
+        raise _Refusal(400, "the request target has spaces, control or non-ASCII characters")
+    path, qmark, query = target.partition(b"?")
+    if b"%" in path or b"\\" in path or b"/." in path:
+        for segment in path.split(b"/"):
+            if b"%" in segment:
+                if _BAD_PERCENT.search(segment):
+                    raise _Refusal(400, "malformed percent-encoding in the path")
+                segment = unquote_to_bytes(segment)
+            if segment in (b".", b".."):
+                raise _Refusal(400, "dot segments (. and ..) are not allowed in the path")
+            if b"/" in segment or b"\\" in segment or b"\0" in segment:
+                raise _Refusal(400, "encoded slashes, backslashes and NUL are not allowed in the path")
+    name, slash, rest = path[1:].partition(b"/")
+    return name.decode("ascii"), slash + rest, qmark + query
 
 
-def _tokens(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
-    return [t.strip().lower() for n, v in headers if n.lower() == name for t in v.split(",") if t.strip()]
-
-
-def _body_framing(headers: Sequence[tuple[str, str]], fail: Callable[[str], Exception]) -> tuple[str, int]:
-    """("chunked", 0), ("length", n), or ("none", 0) when there is no declared body."""
-    te = _tokens(headers, "transfer-encoding")
-    lengths = {v.strip() for n, v in headers if n.lower() == "content-length"}
-    if te:
-        if lengths:
-            raise fail("both Transfer-Encoding and Content-Length")
-        if te != ["chunked"]:
-            raise fail("unsupported Transfer-Encoding")
-        return "chunked", 0
-    if not lengths:
-        return "none", 0
-    if len(lengths) > 1 or not all(c in "0123456789" for c in next(iter(lengths))) or not next(iter(lengths)):
-        raise fail("invalid Content-Length")
-    return "length", int(next(iter(lengths)))
-
-
-def _route_path(target: str) -> tuple[str, str, str | None]:
-    """Split and check an origin-form target into (route name, rest of path, query)."""
-    path, qmark, query = target.partition("?")
-    if any(not ("\x21" <= c <= "\x7e") for c in target):
-        raise _Refusal(400, "request target has spaces, control or non-ASCII characters")
-    for segment in path.split("/")[1:]:
-        raw = segment.encode("ascii")
-        if b"%" in raw:
-            if _BAD_PERCENT.search(raw):
-                raise _Refusal(400, "malformed percent-encoding in the path")
-            raw = unquote_to_bytes(raw)
-        if raw in (b".", b".."):
-            raise _Refusal(400, "dot segments are not allowed in the path")
-        if b"/" in raw or b"\\" in raw or b"\0" in raw:
-            raise _Refusal(400, "encoded slashes, backslashes and NUL are not allowed in the path")
-    name, slash, rest = path[1:].partition("/")
-    return name, slash + rest, query if qmark else None
-
-
-# --- upstream connections ---------------------------------------------------------
+# --- upstream connections -------------------------------------------------------------
 
 
 class _UpstreamConn:
@@ -408,7 +444,7 @@ class _UpstreamConn:
         self.idle_since = 0.0
 
     def usable(self) -> bool:
-        """Still open with nothing unread: a readable idle socket means EOF or junk."""
+        """Still open with nothing unread: an idle socket that is readable is at EOF or has junk."""
         if time.monotonic() - self.idle_since > POOL_IDLE_SECONDS or self.reader.buf:
             return False
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
@@ -433,6 +469,7 @@ class UpstreamPool:
         self._lock = threading.Lock()
 
     def acquire(self, up: Upstream) -> tuple[_UpstreamConn, bool]:
+        """A connection to `up` and whether it was reused from the pool."""
         key = (up.scheme, up.host, up.port)
         while True:
             with self._lock:
@@ -461,6 +498,7 @@ class UpstreamPool:
             conn.close()
 
     def _connect(self, up: Upstream) -> _UpstreamConn:
+        where = up.host_header.decode()
         try:
             sock = socket.create_connection((up.host, up.port), timeout=CONNECT_TIMEOUT)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -468,21 +506,26 @@ class UpstreamPool:
                 if self._ssl_context is None:
                     self._ssl_context = ssl.create_default_context()
                 sock = self._ssl_context.wrap_socket(sock, server_hostname=up.host)
-            sock.settimeout(UPSTREAM_TIMEOUT)
+            _set_io_timeout(sock, UPSTREAM_TIMEOUT)
         except TimeoutError:
-            raise _UpstreamFailed(f"connecting to {up.host_header} timed out", timeout=True) from None
+            raise _UpstreamFailed(f"connecting to {where} timed out", timeout=True) from None
         except ssl.SSLError as e:
-            raise _UpstreamFailed(f"TLS with {up.host_header} failed: {e.reason or e}") from None
+            raise _UpstreamFailed(f"TLS with {where} failed: {e.reason or e}") from None
         except OSError as e:
-            raise _UpstreamFailed(f"cannot connect to {up.host_header}: {e.strerror or e}") from None
+            raise _UpstreamFailed(f"cannot connect to {where}: {e.strerror or e}") from None
         return _UpstreamConn(sock)
 
 
-# --- the server --------------------------------------------------------------------
+# --- the server ------------------------------------------------------------------------
 
 
 def _log(line: str) -> None:
     os.write(2, f"cred-proxy: {line}\n".encode("utf-8", "replace"))
+
+
+def warn_missing_secrets(config: ProxyConfig) -> None:
+    for name in config.missing_secrets():
+        _log(f"warning: ${{{name}}} is not set or not usable; requests on routes that use it get 502")
 
 
 class CredProxyServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -528,31 +571,17 @@ class CredProxyServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.pool.close_all()
 
 
-def warn_missing_secrets(config: ProxyConfig) -> None:
-    for name in config.missing_secrets():
-        _log(f"warning: ${{{name}}} is not set; requests on routes that use it get 502")
-
-
-def _status_line(status: int, reason: str = "") -> bytes:
-    if not reason:
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            pass
-    return f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
-
-
 class _ClientSession:
     """One client connection: requests are served in turn while it stays keep-alive."""
 
     def __init__(self, server: CredProxyServer, sock: socket.socket) -> None:
         self.server = server
         self.sock = sock
-        sock.settimeout(CLIENT_TIMEOUT)
+        _set_io_timeout(sock, CLIENT_TIMEOUT)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.reader = _Reader(sock, _client_error, _client_malformed)
         self.method = self.route_name = "-"
-        self.status_sent = 0  # the status already sent to the client, 0 before any
+        self.status_sent = 0  # the status already sent for this request, 0 before any
 
     def serve(self) -> None:
         try:
@@ -561,34 +590,39 @@ class _ClientSession:
         except (_ClientGone, _UpstreamFailed, OSError):
             pass
 
-    def _reply(self, status: int, text: str, *, keep: bool = False) -> None:
-        body = text.encode() + b"\n"
-        head = (f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-                + ("" if keep else "Connection: close\r\n") + "\r\n")
+    def _send(self, data: bytes) -> None:
         out = _Writer(self.sock, _client_error)
-        out.write(_status_line(status) + head.encode() + body)
+        out.write(data)
         out.flush()
 
+    def _reply(self, status: int, text: str, *, keep: bool = False) -> None:
+        body = f"{text}\n".encode()
+        close = "" if keep else "Connection: close\r\n"
+        self._send(
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\n{close}\r\n".encode() + body
+        )
+
     def _serve_one(self) -> bool:
+        self.method, self.route_name, self.status_sent = "-", "-", 0
         try:
-            lines = self.reader.read_head(line_max=MAX_REQUEST_LINE, head_max=MAX_HEADER_BYTES,
-                                          lines_max=MAX_HEADER_LINES)
+            head = self.reader.read_head(line_max=MAX_REQUEST_LINE, head_max=MAX_HEADER_BYTES,
+                                         lines_max=MAX_HEADER_LINES)
         except _Refusal as r:
             self._reply(r.status, f"cred-proxy: {r}")
             _log(f"- - {r.status} 0.0ms")
             return False
-        if lines is None:
+        if head is None:
             return False
         started = time.perf_counter()
-        self.method, self.route_name, self.status_sent = "-", "-", 0
         keep = False
         try:
-            keep = self._dispatch(lines)
+            keep = self._dispatch(head)
         except _Refusal as r:
             self.status_sent = r.status
             self._reply(r.status, f"cred-proxy: {r}")
         except _UpstreamFailed as e:
-            # Once the response head is out, the only way to signal failure is to cut the connection.
+            # Once the response head is out, cutting the connection is the only way to say so.
             if not self.status_sent:
                 self.status_sent = 504 if e.timeout else 502
                 self._reply(self.status_sent, f"cred-proxy: upstream of route {self.route_name!r} failed: {e}")
@@ -599,106 +633,97 @@ class _ClientSession:
             _log(f"{self.method} {self.route_name} {self.status_sent} {elapsed:.1f}ms")
         return keep
 
-    def _dispatch(self, lines: list[bytes]) -> bool:
-        parts = lines[0].split(b" ")
+    def _dispatch(self, head: _Head) -> bool:
+        parts = head.start.split(b" ")
         if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]):
             raise _Refusal(400, "malformed request line")
-        method = self.method = parts[0].decode("ascii")
-        if parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        method, target, version = parts
+        self.method = method.decode("ascii")
+        if version != b"HTTP/1.1" and version != b"HTTP/1.0":
             raise _Refusal(505, "only HTTP/1.0 and HTTP/1.1 are supported")
-        if method == "CONNECT":
+        if method == b"CONNECT":
             raise _Refusal(405, "CONNECT is refused: this is not a forward proxy")
-        target = parts[1].decode("latin-1")
-        if not target.startswith("/"):
+        if not target.startswith(b"/"):
             raise _Refusal(400, "only origin-form request targets (/<route>/<path>) are accepted")
-        headers = _parse_headers(lines[1:])
-        framing = _body_framing(headers, _client_malformed)
-        client_keep = parts[2] == b"HTTP/1.1" and "close" not in _tokens(headers, "connection")
+        framing = head.body_framing(_client_malformed)
+        client_keep = version == b"HTTP/1.1" and b"close" not in head.tokens(b"connection")
 
-        if target.split("?", 1)[0] == "/_health":
-            if method not in ("GET", "HEAD"):
+        if target == b"/_health" or target.startswith(b"/_health?"):
+            if method not in (b"GET", b"HEAD"):
                 raise _Refusal(405, "/_health answers GET only")
             keep = client_keep and framing[0] == "none"
             self._reply(200, "ok", keep=keep)
             self.status_sent = 200
             return keep
-        name, rest, query = _route_path(target)
+        name, rest, query = _split_target(target)
         config = self.server.config
         live = config.routes.get(name)
         if live is None:
-            known = ", ".join(sorted(config.routes)) or "none"
-            raise _Refusal(404, f"no route named {name!r} (routes: {known})")
+            raise _Refusal(404, f"no route named {name!r} (routes: {', '.join(sorted(config.routes)) or 'none'})")
         self.route_name = name
-        if method == "TRACE":
+        if method == b"TRACE":
             raise _Refusal(405, "TRACE is refused: it would echo the injected credential back")
-        try:
-            credential = render_value(live.route.value, config.secrets)
-        except MissingSecretError as e:
-            raise _Refusal(502, f"route {name!r} needs secret ${{{e.name}}}, which the proxy does not have")
-        return self._forward(method, live, rest, query, headers, framing, credential, client_keep)
+        if live.credential_line is None:
+            raise _Refusal(502, f"route {name!r} needs secret ${{{live.missing_secret}}}, "
+                                "which the proxy does not have")
+        return self._forward(method, live, (live.upstream.path_prefix + rest or b"/") + query, head, framing,
+                             client_keep)
 
     def _forward(
-        self, method: str, live: LiveRoute, rest: str, query: str | None, headers: list[tuple[str, str]],
-        framing: tuple[str, int], credential: str, client_keep: bool,
+        self, method: bytes, live: LiveRoute, path: bytes, head: _Head, framing: tuple[str, int], client_keep: bool,
     ) -> bool:
         up = live.upstream
-        route_header = live.route.header
-        drop = HOP_BY_HOP | set(_tokens(headers, "connection")) | {"host", "content-length", "expect",
-                                                                    route_header.lower()}
-        path = (up.path_prefix + rest) or "/"
-        if query is not None:
-            path += "?" + query
-        out_lines = [f"{method} {path} HTTP/1.1", f"Host: {up.host_header}"]
-        out_lines += [f"{n}: {v}" for n, v in headers if n.lower() not in drop]
-        out_lines.append(f"{route_header}: {credential}")
+        drop = HOP_BY_HOP | {b"host", b"content-length", b"expect", live.header_name, *head.tokens(b"connection")}
         mode, length = framing
+        lines = [b"%s %s HTTP/1.1" % (method, path), b"Host: " + up.host_header, *head.kept_lines(drop),
+                 cast(bytes, live.credential_line)]
         if mode == "chunked":
-            out_lines.append("Transfer-Encoding: chunked")
+            lines.append(b"Transfer-Encoding: chunked")
         elif mode == "length":
-            out_lines.append(f"Content-Length: {length}")
-        try:
-            head = ("\r\n".join(out_lines) + "\r\n\r\n").encode("latin-1")
-        except UnicodeEncodeError:
-            raise _Refusal(502, f"secret for route {live.route.name!r} cannot be sent in an HTTP header") from None
+            lines.append(b"Content-Length: %d" % length)
+        lines.append(b"\r\n")
+        request_head = b"\r\n".join(lines)
 
-        if mode != "none" and "100-continue" in _tokens(headers, "expect"):
-            self._reply_continue()
+        if mode != "none" and b"100-continue" in head.tokens(b"expect"):
+            self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
         payload: bytes | None = None
-        if mode == "none" or (mode == "length" and length <= REPLAYABLE_BODY):
-            payload = head + self.reader.read_exact(length) if mode == "length" else head
+        if mode == "none":
+            payload = request_head
+        elif mode == "length" and length <= REPLAYABLE_BODY:
+            payload = request_head + self.reader.read_exact(length)
 
-        conn, lines = self._exchange(up, head, payload, mode, length)
+        conn, resp = self._exchange(up, request_head, payload, mode, length)
         while True:
-            status, reason, resp_headers, version11 = self._parse_status(lines)
-            if not 100 <= status < 200:
-                break
-            if status == 101:
+            status = _STATUS_LINE.fullmatch(resp.start)
+            if status is None:
                 conn.close()
-                raise _UpstreamFailed("upstream tried to switch protocols")
-            lines = self._read_response_head(conn)
-        return self._relay_response(method, up, conn, status, reason, resp_headers, version11,
-                                    client_keep=client_keep)
-
-    def _reply_continue(self) -> None:
-        out = _Writer(self.sock, _client_error)
-        out.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        out.flush()
+                raise _UpstreamFailed("malformed status line")
+            if not status[2].startswith(b"1"):
+                break
+            if status[2] == b"101":
+                conn.close()
+                raise _UpstreamFailed("the upstream tried to switch protocols")
+            resp = self._read_response_head(conn)
+        try:
+            return self._relay_response(method, up, conn, resp, status[1] == b"1", client_keep)
+        except BaseException:
+            conn.close()
+            raise
 
     def _exchange(
-        self, up: Upstream, head: bytes, payload: bytes | None, mode: str, length: int,
-    ) -> tuple[_UpstreamConn, list[bytes]]:
-        """Send the request and read the response head, replaying once on a stale pooled connection."""
+        self, up: Upstream, request_head: bytes, payload: bytes | None, mode: str, length: int,
+    ) -> tuple[_UpstreamConn, _Head]:
+        """Send the request, read the response head; replay once if a pooled connection was stale."""
         for attempt in range(2):
             conn, reused = self.server.pool.acquire(up)
             try:
+                out = _Writer(conn.sock, _upstream_error, chunked=mode == "chunked")
                 if payload is not None:
-                    out = _Writer(conn.sock, _upstream_error)
                     out.write(payload)
                     out.flush()
                 else:
-                    out = _Writer(conn.sock, _upstream_error, chunked=mode == "chunked")
-                    out.write(head)
-                    _relay_body(self.reader, out, "chunked" if mode == "chunked" else "length", length)
+                    out.write(request_head)
+                    _relay_body(self.reader, out, mode, length)
                 return conn, self._read_response_head(conn)
             except _UpstreamFailed:
                 conn.close()
@@ -710,63 +735,45 @@ class _ClientSession:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _read_response_head(conn: _UpstreamConn) -> list[bytes]:
+    def _read_response_head(conn: _UpstreamConn) -> _Head:
         try:
-            lines = conn.reader.read_head(line_max=MAX_REQUEST_LINE, head_max=MAX_RESPONSE_HEAD,
-                                          lines_max=2 * MAX_HEADER_LINES)
+            head = conn.reader.read_head(line_max=MAX_REQUEST_LINE, head_max=MAX_RESPONSE_HEAD,
+                                         lines_max=2 * MAX_HEADER_LINES)
         except _Refusal as r:
-            raise _UpstreamFailed(f"response head too large ({r})") from None
-        if lines is None:
+            raise _UpstreamFailed(f"response head too large: {r}") from None
+        if head is None:
             raise _UpstreamFailed("closed the connection without responding")
-        return lines
-
-    @staticmethod
-    def _parse_status(lines: list[bytes]) -> tuple[int, str, list[tuple[str, str]], bool]:
-        version, _, rest = lines[0].partition(b" ")
-        code, _, reason = rest.partition(b" ")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-            raise _UpstreamFailed("malformed status line")
-        try:
-            headers = _parse_headers(lines[1:])
-        except _Refusal as r:
-            raise _UpstreamFailed(f"malformed response: {r}") from None
-        return int(code), reason.decode("latin-1"), headers, version == b"HTTP/1.1"
+        return head
 
     def _relay_response(
-        self, method: str, up: Upstream, conn: _UpstreamConn, status: int, reason: str,
-        headers: list[tuple[str, str]], version11: bool, *, client_keep: bool,
+        self, method: bytes, up: Upstream, conn: _UpstreamConn, resp: _Head, upstream_http11: bool, client_keep: bool,
     ) -> bool:
-        if method == "HEAD" or status in (204, 304):
+        code = resp.start[9:12]
+        if method == b"HEAD" or code == b"204" or code == b"304":
             mode, length = "none", 0
+        elif b"transfer-encoding" in resp.special:
+            mode, length = ("chunked" if resp.tokens(b"transfer-encoding")[-1:] == [b"chunked"] else "eof"), 0
         else:
-            te = _tokens(headers, "transfer-encoding")
-            if te:
-                mode, length = ("chunked" if te[-1] == "chunked" else "eof"), 0
-            else:
-                mode, length = _body_framing(headers, lambda m: _UpstreamFailed(f"malformed response: {m}"))
-                if mode == "none":
-                    mode = "eof"
-        conn_tokens = set(_tokens(headers, "connection"))
-        upstream_keep = version11 and "close" not in conn_tokens and mode != "eof"
-        # HTTP/1.0 clients get the body raw and the connection closed after it.
-        to_client_chunked = mode in ("chunked", "eof") and client_keep
-        keep = client_keep
-        drop = HOP_BY_HOP | conn_tokens
-        if mode != "none":
-            drop = drop | {"content-length"}
-        lines = [_status_line(status, reason)]
-        lines += [f"{n}: {v}\r\n".encode("latin-1") for n, v in headers if n.lower() not in drop]
+            mode, length = resp.body_framing(_upstream_malformed)
+            if mode == "none":
+                mode = "eof"
+        conn_tokens = resp.tokens(b"connection")
+        upstream_keep = upstream_http11 and b"close" not in conn_tokens and mode != "eof"
+        # HTTP/1.0 clients get an unframed body and the connection closed after it.
+        chunked = client_keep and mode in ("chunked", "eof")
+        drop = HOP_BY_HOP.union(conn_tokens, () if mode == "none" else (b"content-length",))
+        lines = [b"HTTP/1.1 " + resp.start[9:], *resp.kept_lines(drop)]
         if mode == "length":
-            lines.append(b"Content-Length: %d\r\n" % length)
-        elif to_client_chunked:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
-        if not keep:
-            lines.append(b"Connection: close\r\n")
+            lines.append(b"Content-Length: %d" % length)
+        elif chunked:
+            lines.append(b"Transfer-Encoding: chunked")
+        if not client_keep:
+            lines.append(b"Connection: close")
         lines.append(b"\r\n")
 
-        out = _Writer(self.sock, _client_error, chunked=to_client_chunked)
-        out.write(b"".join(lines))
-        self.status_sent = status
+        out = _Writer(self.sock, _client_error, chunked=chunked)
+        out.write(b"\r\n".join(lines))
+        self.status_sent = int(code)
         if mode == "none":
             out.flush()
         else:
@@ -775,7 +782,7 @@ class _ClientSession:
             self.server.pool.release(up, conn)
         else:
             conn.close()
-        return keep
+        return client_keep
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:
@@ -792,31 +799,32 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m claude_bottle.cred_proxy",
-                                     description="cred-proxy: inject credentials into requests to declared upstreams")
-    parser.add_argument("--routes", required=True, type=Path, help="routes.json ({\"routes\": [...]})")
-    parser.add_argument("--secrets", type=Path, help="JSON {\"NAME\": \"value\"}; overrides the environment")
+                                     description="Inject credentials into requests to declared upstreams.")
+    parser.add_argument("--routes", required=True, type=Path, help='routes.json: {"routes": [...]}')
+    parser.add_argument("--secrets", type=Path, help='JSON {"NAME": "value"}; overrides the environment')
     parser.add_argument("--listen", default="0.0.0.0:8080", help="HOST:PORT (default 0.0.0.0:8080)")
     args = parser.parse_args(argv)
     routes_path = cast(Path, args.routes)
     secrets_path = cast("Path | None", args.secrets)
+    listen = cast(str, args.listen)
 
     def load() -> ProxyConfig:
         return load_config(routes_path, secrets_path, os.environ)
 
     try:
-        address = _parse_listen(cast(str, args.listen))
         config = load()
-        server = CredProxyServer(address, config, reload_config=load)
+        server = CredProxyServer(_parse_listen(listen), config, reload_config=load)
     except BottleError as e:
         _log(str(e))
         return 1
     except OSError as e:
-        _log(f"cannot listen on {args.listen}: {e.strerror or e}")
+        _log(f"cannot listen on {listen}: {e.strerror or e}")
         return 1
     signal.signal(signal.SIGHUP, lambda signum, frame: server.reload())
+    # As PID 1 in a container, a signal without a handler is ignored: `docker stop` would hang.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     host, port = server.server_address[:2]
-    _log(f"listening on {host}:{port} with {len(config.routes)} routes ({', '.join(config.routes) or 'none'})")
+    _log(f"listening on {host!s}:{port} with {len(config.routes)} routes ({', '.join(config.routes) or 'none'})")
     warn_missing_secrets(config)
     try:
         server.serve_forever()

@@ -12,7 +12,8 @@ from types import FrameType
 
 from ..errors import BottleError
 from .launch import CONFIG_PATH, GATE_PORT, STATE_DIR
-from .server import Gate, GateServer
+from .clones import Gate
+from .server import GateServer
 from .upstream import load_gate_config, load_secrets
 
 

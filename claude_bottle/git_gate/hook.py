@@ -21,7 +21,7 @@ from pathlib import Path
 from ..errors import BottleError
 from .refs import is_zero, refusal
 from .remotes import GitRemote
-from .upstream import load_gate_config, load_secrets, upstream_env, upstream_url
+from .upstream import failure_hint, load_gate_config, load_secrets, upstream_env, upstream_url
 
 
 def parse_updates(text: str) -> list[tuple[str, str, str]]:
@@ -83,9 +83,13 @@ def run_hook(remote: GitRemote, updates: Sequence[tuple[str, str, str]], env: di
         return 0
     refs = " ".join(ref for _, _, ref in updates)
     print(f"git-gate: pushing {refs} to {remote.name} ({remote.url})", file=sys.stderr, flush=True)
-    # git push writes its report to stderr, which receive-pack relays to the agent.
-    proc = subprocess.run(upstream_push_args(remote, updates), env=env, stdout=sys.stderr)
+    # Whatever the hook prints, receive-pack relays to the agent as `remote:` lines.
+    proc = subprocess.run(upstream_push_args(remote, updates), env=env, capture_output=True, text=True)
+    sys.stderr.write(proc.stdout + proc.stderr)
     if proc.returncode != 0:
+        hint = failure_hint(remote, proc.stderr)
+        if hint:
+            print(hint, file=sys.stderr)
         print(f"git-gate: {remote.url} did not accept the push (its answer is above)", file=sys.stderr)
         return 1
     return 0

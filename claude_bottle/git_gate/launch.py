@@ -12,7 +12,9 @@ from pathlib import Path
 
 from ..errors import BottleError
 from .known_hosts import default_known_hosts_files, matching_known_hosts
-from .remotes import GitRemote, identity_file_problem, url_spellings
+from .keys import identity_file_problem
+from .remotes import GitRemote
+from .urls import url_spellings
 
 GATE_PORT = 9418
 GATE_USER = "65534:65534"  # nobody:nogroup, present in every Debian image

@@ -1,7 +1,7 @@
 """The gate's HTTP server: git's smart HTTP for the declared remotes, nothing else.
 
-Each request is handed to `git http-backend` (CGI) over the gate's own clone
-`<state>/repos/<name>.git`. The ref advertisement (`GET info/refs`) first refreshes
+Each request is handed to `git http-backend` (CGI) over the gate's own clone of
+the remote (`clones.py`). The ref advertisement (`GET info/refs`) first refreshes
 the clone from the real remote, so a fetch or a push always starts from the real
 remote's current refs; a failed refresh is a 502 whose text the agent's git shows.
 Only `/<name>.git/info/refs` and `/<name>.git/git-{upload,receive}-pack` of declared
@@ -13,115 +13,28 @@ from __future__ import annotations
 import io
 import os
 import re
-import shlex
-import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import IO, cast
 from urllib.parse import parse_qs, urlsplit
 
+from .clones import Gate
 from .launch import GATE_HEALTH_PATH
 from .remotes import GitRemote
-from .upstream import GateConfig, upstream_env, upstream_url
 
 _GIT_PATH_RE = re.compile(r"/(?P<name>[A-Za-z0-9_-]+)\.git/(?P<what>info/refs|git-upload-pack|git-receive-pack)")
 _SERVICES = ("git-upload-pack", "git-receive-pack")
 _GIT_PROTOCOL_RE = re.compile(r"[A-Za-z0-9=:._-]{1,100}")
-_REFRESH_TIMEOUT = 3600.0
-_MAX_ERROR_LINES = 20
-
-
-class Gate:
-    """The gate's clones and how they are kept in step with the real remotes."""
-
-    def __init__(self, config: GateConfig, state_dir: Path, secrets: dict[str, str]) -> None:
-        self.config = config
-        self.secrets = secrets
-        self.repos_dir = state_dir / "repos"
-        self.known_hosts = state_dir / "known_hosts"
-        self.remotes = {r.name: r for r in config.remotes}
-        # Held while a clone's refs change: a refresh, or a push from hook to finish.
-        self.locks = {name: threading.Lock() for name in self.remotes}
-        self._head_synced: set[str] = set()
-
-    def repo(self, remote: GitRemote) -> Path:
-        return self.repos_dir / f"{remote.name}.git"
-
-    def prepare(self, config_path: Path) -> None:
-        """Create the clones (empty until the first fetch) and their pre-receive hooks."""
-        self.repos_dir.mkdir(parents=True, exist_ok=True)
-        if not self.known_hosts.exists():
-            try:
-                shutil.copyfile(self.config.known_hosts, self.known_hosts)
-            except FileNotFoundError:
-                self.known_hosts.touch()
-        package_root = Path(__file__).resolve().parents[2]
-        for remote in self.config.remotes:
-            repo = self.repo(remote)
-            if not (repo / "HEAD").exists():
-                _git("init", "--bare", "--quiet", str(repo))
-            for key, value in (
-                ("http.receivepack", "true"),
-                ("http.uploadpack", "true"),
-                ("uploadpack.allowFilter", "true"),
-                # receive-pack checks this after the hook has already pushed upstream.
-                ("receive.denyDeleteCurrent", "ignore"),
-                ("core.logAllRefUpdates", "false"),
-            ):
-                _git("-C", str(repo), "config", key, value)
-            hook = repo / "hooks" / "pre-receive"
-            hook.parent.mkdir(exist_ok=True)
-            command = shlex.join([
-                sys.executable, "-m", "claude_bottle.git_gate.hook", "--config", str(config_path),
-                "--remote", remote.name, "--known-hosts", str(self.known_hosts),
-            ])
-            hook.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(package_root))} exec {command}\n")
-            hook.chmod(0o755)
-
-    def upstream_env(self, remote: GitRemote) -> dict[str, str]:
-        return upstream_env(remote, secrets=self.secrets, known_hosts=self.known_hosts, base=os.environ)
-
-    def refresh(self, remote: GitRemote) -> str | None:
-        """Fetch the real remote's branches and tags into the clone (pruning what it
-        dropped); None on success, else the text to show the agent."""
-        repo, url, env = self.repo(remote), upstream_url(remote), self.upstream_env(remote)
-        fetch = subprocess.run(
-            ["git", "fetch", "--prune", "--quiet", "--no-write-fetch-head", url,
-             "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-            cwd=repo, env=env, capture_output=True, text=True, timeout=_REFRESH_TIMEOUT,
-        )
-        if fetch.returncode != 0:
-            lines = [ln for ln in fetch.stderr.splitlines() if ln.strip()][:_MAX_ERROR_LINES]
-            return "\n".join([f"git-gate: cannot fetch {remote.name} from {remote.url}:", *lines]) + "\n"
-        head_ok = _git("-C", str(repo), "rev-parse", "--verify", "--quiet", "HEAD", check=False) == 0
-        if remote.name not in self._head_synced or not head_ok:
-            self._sync_head(remote, url, env)
-        return None
-
-    def _sync_head(self, remote: GitRemote, url: str, env: dict[str, str]) -> None:
-        """Point the clone's HEAD where the real remote's does, so a clone checks out
-        the same default branch."""
-        ls = subprocess.run(
-            ["git", "ls-remote", "--symref", url, "HEAD"],
-            cwd=self.repo(remote), env=env, capture_output=True, text=True, timeout=_REFRESH_TIMEOUT,
-        )
-        for line in ls.stdout.splitlines():
-            target, _, name = line.partition("\t")
-            if name == "HEAD" and target.startswith("ref: refs/heads/"):
-                _git("-C", str(self.repo(remote)), "symbolic-ref", "HEAD", target[len("ref: "):])
-                self._head_synced.add(remote.name)
-                return
-
-
-def _git(*args: str, check: bool = True) -> int:
-    proc = subprocess.run(["git", *args], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.returncode
+# Variables that would point http-backend at another repository; the rest of the
+# gate's environment (GIT_SSL_CAINFO, GIT_TRACE, …) is the operator's to set.
+_REPO_ENV = frozenset({
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_QUARANTINE_PATH", "GIT_PROTOCOL",
+    "GIT_CONFIG", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
+})
 
 
 class GateServer(ThreadingHTTPServer):
@@ -184,7 +97,7 @@ class GateHandler(BaseHTTPRequestHandler):
             self._run_backend(remote, "POST", what, "")
 
     def _run_backend(self, remote: GitRemote, method: str, what: str, query: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "HTTP_"))}
+        env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV and not k.startswith("HTTP_")}
         env.update({
             "GIT_PROJECT_ROOT": str(self.gate.repos_dir),
             "GIT_HTTP_EXPORT_ALL": "1",

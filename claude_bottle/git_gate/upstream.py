@@ -144,3 +144,23 @@ def ssh_command(identity_file: Path, known_hosts: Path) -> str:
     for option in options:
         words += ["-o", option]
     return shlex.join(words)
+
+
+def failure_hint(remote: GitRemote, output: str) -> str | None:
+    """One line telling the person what to fix, for the failures git words obscurely."""
+    parsed = remote.parsed_url()
+    name = remote.token_name
+    if "terminal prompts disabled" in output or "Authentication failed" in output:
+        if name is not None:
+            return f"git-gate: {parsed.host} did not accept the token ${{{name}}}: check its value and scopes on the host"
+        return f"git-gate: {parsed.host} asks for credentials: give remote {remote.name} a token (\"${{ENV_NAME}}\")"
+    if "Permission denied (publickey" in output:
+        return f"git-gate: {parsed.host} did not accept remote {remote.name}'s identity_file"
+    if "Host key verification failed" in output:
+        return (
+            f"git-gate: {parsed.host} did not show the host key your known_hosts holds for it (copied into the gate "
+            "at start); if the change is expected, update ~/.ssh/known_hosts on the host"
+        )
+    if "Could not resolve host" in output:
+        return f"git-gate: the gate cannot resolve {parsed.host}"
+    return None

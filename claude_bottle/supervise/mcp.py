@@ -18,7 +18,7 @@ from ..errors import BottleError
 from .queue import Proposal, archive, proposal_status, write_proposal
 from .records import ID_RE, json_type, shown
 from .tools import (
-    BLOCK_TOOLS, STATUS_TOOL, TOOL_DEFINITIONS, TOOL_NAMES, ContentChecks, check_argument_names,
+    STATUS_TOOL, TOOL_DEFINITIONS, TOOL_NAMES, ContentChecks, check_argument_names,
     decision_text, pending_text, proposal_from_call,
 )
 
@@ -156,7 +156,6 @@ def _tools_call(rid: RequestId, params: dict[str, object], config: SuperviseConf
     args = cast("dict[str, object]", arguments)
     if name == STATUS_TOOL:
         return _proposal_status(rid, args, config)
-    assert name in BLOCK_TOOLS
     try:
         proposal = proposal_from_call(name, args, identity=config.identity, checks=config.checks)
     except BottleError as e:
@@ -179,7 +178,9 @@ def _proposal_status(rid: RequestId, args: dict[str, object], config: SuperviseC
         check_argument_names(STATUS_TOOL, args)
     except BottleError as e:
         return _tool_reply(rid, f"invalid {STATUS_TOOL} call: {e}", is_error=True)
-    proposal_id = args.get("id")
+    if "id" not in args:
+        return _tool_reply(rid, f"invalid {STATUS_TOOL} call: missing argument 'id'", is_error=True)
+    proposal_id = args["id"]
     if not isinstance(proposal_id, str) or not ID_RE.fullmatch(proposal_id):
         shown_id = shown(proposal_id) if isinstance(proposal_id, str) else json_type(proposal_id)
         return _tool_reply(rid, f"invalid {STATUS_TOOL} call: id {shown_id} is not a proposal id", is_error=True)

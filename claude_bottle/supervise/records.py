@@ -148,7 +148,7 @@ def _hosts_problem(key: str, hosts: Sequence[str], *, empty_ok: bool) -> str | N
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Proposal:
     """An agent's request for more access; exactly the content fields of its tool are set.
 
@@ -246,7 +246,7 @@ def _proposal_problem(p: Proposal) -> str | None:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Response:
     """The operator's decision; `final_content` is what was applied (after any edit).
 

@@ -61,11 +61,11 @@ def make_server(config: SuperviseConfig, listen: str) -> SuperviseServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.1"  # keep-alive; the event stream is sent chunked
+    timeout = 300  # an idle or trickling connection does not hold a thread forever
 
     def version_string(self) -> str:
         return "claude-bottle-supervise"
-    timeout = 300  # an idle or trickling connection does not hold a thread forever
 
     @property
     def _srv(self) -> SuperviseServer:
@@ -128,8 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(length_text)
         if length > MAX_BODY_BYTES:
             self.close_connection = True  # the body stays unread
-            self._reply(error_reply(None, INVALID_REQUEST, f"body of {length} bytes is over the limit of {MAX_BODY_BYTES}",
-                                    status=413))
+            self._reply(error_reply(None, INVALID_REQUEST,
+                                    f"body of {length} bytes is over the limit of {MAX_BODY_BYTES}", status=413))
             return None
         return self.rfile.read(length)
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +118,95 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60, what: str = "co
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def identities(env: Env) -> list[str]:
+    state = env.home / "state"
+    return sorted(p.name for p in state.iterdir()) if state.is_dir() else []
+
+
+def agent_ready(identity: str) -> bool:
+    """claude runs inside the agent container."""
+    ps = docker("exec", f"claude-bottle-{identity}", "sh", "-c",
+                "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '", check=False)
+    return "claude" in ps.stdout and ("--session-id" in ps.stdout or "--resume" in ps.stdout)
+
+
+def start_waiting(env: Env, *extra: str, before_ready: Callable[[str], None] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """A bottle whose `claude -p` holds on: it got a line on stdin (claude gives up on an
+    empty stdin after 3 s) and waits for the end of it, which never comes; finish() ends
+    the launcher with SIGTERM, which must tear everything down."""
+    proc = subprocess.Popen([sys.executable, str(CLI), "start", "claude", "-y", *extra, "--", "-p"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env.vars, cwd=env.workdir)
+    assert proc.stdin is not None
+    proc.stdin.write("hold on\n")
+    proc.stdin.flush()
+    wait_for(lambda: proc.poll() is not None or len(identities(env)) == 1, what="metadata")
+    assert proc.poll() is None, proc.communicate()[1]
+    identity = identities(env)[0]
+    if before_ready:
+        before_ready(identity)
+    wait_for(lambda: proc.poll() is not None or agent_ready(identity), timeout=300, what="agent running")
+    assert proc.poll() is None, proc.communicate()[1]
+    return proc, identity
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+class Upstreams:
+    """Test containers that join a bottle's egress network once it exists (the fake
+    Anthropic API, an allowlisted host, a host nobody allowed)."""
+
+    def __init__(self, image: str, aliases: list[str]) -> None:
+        self.suffix = os.urandom(3).hex()
+        self.network = f"cbtest-up-{self.suffix}"
+        docker("network", "create", self.network)
+        self.names: dict[str, str] = {}
+        for alias in aliases:
+            name = f"cbtest-{alias.split('.')[0]}-{self.suffix}"
+            docker("run", "-d", "--name", name, "--network", self.network, image)
+            self.names[alias] = name
+
+    def join(self, identity: str) -> None:
+        net = f"claude-bottle-{identity}-egress"
+        wait_for(lambda: docker("network", "inspect", net, check=False).returncode == 0, what="egress network")
+        for alias, name in self.names.items():
+            docker("network", "connect", "--alias", alias, net, name)
+
+    def ip(self, alias: str, network: str) -> str:
+        fmt = "{{(index .NetworkSettings.Networks \"" + network + "\").IPAddress}}"
+        return docker("inspect", "--format", fmt, self.names[alias]).stdout.strip()
+
+    def _url(self, alias: str, path: str) -> str:
+        # The host reaches the test's own bridge network directly.
+        return f"http://{self.ip(alias, self.network)}:8000{path}"
+
+    def requests(self, alias: str) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(self._url(alias, "/_requests"), timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def script(self, alias: str, rules: list[dict[str, object]]) -> None:
+        req = urllib.request.Request(self._url(alias, "/_script"), data=json.dumps(rules).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).close()
+
+    def wait_healthy(self) -> None:
+        for alias in self.names:
+            wait_for(lambda: _ok(self._url(alias, "/_health")), what=f"{alias} health")
+
+    def close(self) -> None:
+        docker("rm", "-f", *self.names.values(), check=False)
+        docker("network", "rm", self.network, check=False)
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False

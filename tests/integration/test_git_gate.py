@@ -69,10 +69,14 @@ def _content_hash(root: Path, paths: list[Path]) -> str:
 
 def _ensure_image(tag: str, content_hash: str, build: list[str]) -> None:
     """Build unless the tag already carries this content hash."""
-    have = docker("image", "inspect", "--format", f'{{{{ index .Config.Labels "{HASH_LABEL}" }}}}', tag, check=False)
-    if have.returncode == 0 and have.stdout.strip() == content_hash:
+    have = docker("image", "inspect", "--format", f'{{{{.Id}}}} {{{{ index .Config.Labels "{HASH_LABEL}" }}}}', tag, check=False)
+    old_id, _, old_hash = have.stdout.strip().partition(" ")
+    if have.returncode == 0 and old_hash == content_hash:
         return
     docker("build", "-q", "--label", f"{HASH_LABEL}={content_hash}", "-t", tag, *build, timeout=1200)
+    if have.returncode == 0 and old_hash:
+        # The build that tag pointed at was ours and is now untagged: drop it (fails harmlessly if in use).
+        docker("image", "rm", old_id, check=False)
 
 
 def build_images() -> None:
@@ -233,7 +237,10 @@ def bottle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bottle]:
         gitconfig = agent_git_config(remotes, f"http://{b_gate}:{GATE_PORT}")
         docker("exec", "-i", b_agent, "sh", "-c", f"cat > {AGENT_HOME}/.gitconfig", input=gitconfig.encode())
 
-        health = f"import urllib.request; urllib.request.urlopen('http://{b_gate}:{GATE_PORT}{GATE_HEALTH_PATH}', timeout=2)"
+        health = (
+            "import urllib.request as u; u.build_opener(u.ProxyHandler({}))"
+            f".open('http://{b_gate}:{GATE_PORT}{GATE_HEALTH_PATH}', timeout=2)"
+        )
         deadline = time.monotonic() + 30
         while docker("exec", b_agent, "python3", "-c", health, check=False).returncode != 0:
             if time.monotonic() > deadline:
@@ -316,6 +323,7 @@ def test_a_wrong_token_is_reported_to_the_agent(bottle: Bottle) -> None:
     proc = bottle.in_agent("git", "clone", "https://oauth2@upstream/git/http-repo.git", "bad", check=False)
     assert proc.returncode != 0
     assert "git-gate: cannot fetch badtoken from https://oauth2@upstream/git/http-repo.git" in proc.stderr
+    assert f"git-gate: upstream did not accept the token ${{{BAD_TOKEN_ENV}}}: check its value and scopes on the host" in proc.stderr
 
 
 def test_host_key_policy(bottle: Bottle) -> None:
@@ -324,6 +332,7 @@ def test_host_key_policy(bottle: Bottle) -> None:
     assert proc.returncode != 0
     assert "git-gate: cannot fetch wrongkey" in proc.stderr
     assert "Host key verification failed" in proc.stderr
+    assert "git-gate: upstream-wrongkey did not show the host key your known_hosts holds for it" in proc.stderr
     # `upstream` was learnt on first contact and is pinned in the gate's own known_hosts.
     learnt = docker("exec", bottle.gate, "cat", "/tmp/git-gate/known_hosts").stdout
     assert any(line.startswith("upstream ") for line in learnt.splitlines())
@@ -331,22 +340,22 @@ def test_host_key_policy(bottle: Bottle) -> None:
 
 def test_agent_cannot_reach_the_upstream_directly(bottle: Bottle) -> None:
     probe = (
-        "import socket, sys\n"
-        "ok = []\n"
-        "for host in sys.argv[1:]:\n"
-        "    for port in (22, 443):\n"
-        "        try:\n"
-        "            socket.create_connection((host, port), timeout=3).close(); ok.append(f'{host}:{port}')\n"
-        "        except OSError:\n"
-        "            pass\n"
-        "print(' '.join(ok))\n"
+        "import socket, sys, concurrent.futures as cf\n"
+        "def reach(target):\n"
+        "    try:\n"
+        "        socket.create_connection(target, timeout=3).close(); return f'{target[0]}:{target[1]}'\n"
+        "    except OSError:\n"
+        "        return ''\n"
+        "targets = [(h, p) for h in sys.argv[1:] for p in (22, 443)]\n"
+        "print(' '.join(cf.ThreadPoolExecutor(len(targets)).map(reach, targets)).strip())\n"
     )
     reached = bottle.in_agent("python3", "-c", probe, "upstream", *bottle.upstream_ips).stdout.strip()
     assert reached == ""
+    # git itself, told to skip both the gate rewrite and any proxy, gets nowhere either.
     direct = bottle.in_agent(
-        "git", "-c", "url.x.insteadOf=x", "ls-remote", f"https://{bottle.upstream_ips[0]}/git/http-repo.git", check=False,
+        "git", "-c", "http.proxy=", "ls-remote", f"https://{bottle.upstream_ips[0]}/git/http-repo.git", check=False,
     )
-    assert direct.returncode != 0
+    assert direct.returncode != 0 and "Failed to connect" in direct.stderr
 
 
 def test_no_key_or_token_on_the_agent_side(bottle: Bottle) -> None:

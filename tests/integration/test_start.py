@@ -5,28 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from .conftest import AGENT_UID, CLI, Env, basic_manifest, docker, labelled, wait_for
+from .conftest import AGENT_UID, Env, basic_manifest, docker, finish, identities, labelled, start_waiting, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def identities(env: Env) -> list[str]:
-    state = env.home / "state"
-    return sorted(p.name for p in state.iterdir()) if state.is_dir() else []
-
-
-def agent_ready(identity: str) -> bool:
-    """claude runs as the agent user inside the agent container."""
-    ps = docker("exec", f"claude-bottle-{identity}", "sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '", check=False)
-    return "claude" in ps.stdout and "--session-id" in ps.stdout
 
 
 def test_dry_run_json_shows_the_plan_and_creates_nothing(env: Env) -> None:
@@ -56,23 +43,6 @@ def test_headless_version_in_a_real_bottle_leaves_nothing(env: Env) -> None:
     assert meta["agent_name"] == "claude" and meta["cwd"] == str(env.workdir) and meta["session_id"]
 
 
-def _start_waiting(env: Env, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    """A bottle whose `claude -p` waits on stdin until the test closes it."""
-    proc = subprocess.Popen([sys.executable, str(CLI), "start", "claude", "-y", *extra, "--", "-p"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env.vars, cwd=env.workdir)
-    wait_for(lambda: len(identities(env)) == 1, what="metadata")
-    identity = identities(env)[0]
-    wait_for(lambda: proc.poll() is not None or agent_ready(identity), timeout=300, what="agent running")
-    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    return proc, identity
-
-
-def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    out, err = proc.communicate(input="", timeout=120)
-    return proc.returncode, out, err
-
-
 def test_running_bottle_is_provisioned_labelled_and_listed(env: Env, tmp_path: Path) -> None:
     prompt = tmp_path / "prompt.md"
     prompt.write_text("You are a careful implementer.")
@@ -82,7 +52,7 @@ def test_running_bottle_is_provisioned_labelled_and_listed(env: Env, tmp_path: P
     env.write_manifest(basic_manifest(agent={"prompt": str(prompt), "skills": [str(skill)]},
                                       bottle={"env": {"LANG": "C.UTF-8"}}))
     (env.workdir / "hello.txt").write_text("from the host")
-    proc, identity = _start_waiting(env)
+    proc, identity = start_waiting(env)
     agent = f"claude-bottle-{identity}"
     try:
         # the working directory at the same absolute path, shared both ways
@@ -110,14 +80,14 @@ def test_running_bottle_is_provisioned_labelled_and_listed(env: Env, tmp_path: P
         listed = env.cli("list")
         assert listed.returncode == 0 and identity in listed.stdout
     finally:
-        _, _, err = _finish(proc)
+        _, _, err = finish(proc)
     assert "removed bottle" in err
     assert labelled(identity) == ([], [])
 
 
 def test_copy_cwd_copies_instead_of_mounting(env: Env) -> None:
     (env.workdir / "hello.txt").write_text("copied")
-    proc, identity = _start_waiting(env, "--copy-cwd")
+    proc, identity = start_waiting(env, "--copy-cwd")
     agent = f"claude-bottle-{identity}"
     try:
         assert docker("exec", agent, "cat", str(env.workdir / "hello.txt")).stdout == "copied"
@@ -126,7 +96,7 @@ def test_copy_cwd_copies_instead_of_mounting(env: Env) -> None:
         mounts = docker("inspect", "--format", "{{json .Mounts}}", agent).stdout
         assert str(env.workdir) not in mounts
     finally:
-        _finish(proc)
+        finish(proc)
     assert labelled(identity) == ([], [])
 
 

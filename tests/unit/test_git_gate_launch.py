@@ -22,7 +22,7 @@ from claude_bottle.git_gate import (
     git_remotes_from_json,
 )
 from claude_bottle.git_gate.known_hosts import matching_known_hosts
-from claude_bottle.git_gate.upstream import GateConfig, load_gate_config, load_secrets, upstream_env
+from claude_bottle.git_gate.upstream import GateConfig, failure_hint, load_gate_config, load_secrets, upstream_env
 
 KEY = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ==\n-----END OPENSSH PRIVATE KEY-----\n"
 HOST_KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -188,3 +188,21 @@ def test_default_token_user(tmp_path: Path) -> None:
     (gh,) = git_remotes_from_json([{"name": "gh", "url": "https://github.com/me/r.git", "token": "${T}"}], where="x", base_dir=tmp_path)
     env = upstream_env(gh, secrets={"T": "tok"}, known_hosts=Path("/k"), base={})
     assert base64.b64encode(b"x-access-token:tok").decode() in env["GIT_CONFIG_VALUE_3"]
+
+
+@pytest.mark.parametrize(
+    ("index", "output", "hint"),
+    [
+        (1, "fatal: could not read Username for 'https://gitlab.example': terminal prompts disabled",
+         "git-gate: gitlab.example did not accept the token ${LAB_TOKEN}: check its value and scopes on the host"),
+        (2, "fatal: Authentication failed for 'https://example.org/pub.git/'",
+         "git-gate: example.org asks for credentials: give remote pub a token (\"${ENV_NAME}\")"),
+        (0, "git@github.com: Permission denied (publickey).", "git-gate: github.com did not accept remote origin's identity_file"),
+        (0, "Host key verification failed.", "git-gate: github.com did not show the host key your known_hosts holds for it "
+         "(copied into the gate at start); if the change is expected, update ~/.ssh/known_hosts on the host"),
+        (0, "ssh: Could not resolve hostname github.com: Name or service not known", "git-gate: the gate cannot resolve github.com"),
+        (0, "fatal: the remote end hung up unexpectedly", None),
+    ],
+)
+def test_failure_hints(tmp_path: Path, index: int, output: str, hint: str | None) -> None:
+    assert failure_hint(remotes(tmp_path)[index], output) == hint

@@ -10,7 +10,8 @@ import pytest
 
 from claude_bottle.errors import BottleError
 from claude_bottle.git_gate import GitRemote, check_remote_files, git_remotes_from_json, secret_names
-from claude_bottle.git_gate.remotes import parse_remote_url, private_key_problem, url_spellings
+from claude_bottle.git_gate.keys import private_key_problem
+from claude_bottle.git_gate.urls import parse_remote_url, url_spellings
 
 WHERE = "/home/me/claude-bottle.json: bottles.dev.git.remotes"
 SSH = {"name": "origin", "url": "git@github.com:me/repo.git", "identity_file": "~/.ssh/id"}

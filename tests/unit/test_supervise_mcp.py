@@ -67,7 +67,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         config = SuperviseConfig(queue_dir=queue_dir, identity=IDENTITY, max_wait_seconds=max_wait,
                                  keepalive_seconds=keepalive, poll_seconds=0.02, checks=checks, log=logs.append)
         server = make_server(config, "127.0.0.1:0")
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         started.append(server)
         return Served(server, queue_dir, logs)
 
@@ -186,9 +186,10 @@ def test_session_id_is_issued_and_optional(serve: Callable[..., Served]) -> None
 
 def test_notifications_are_accepted_with_202(serve: Callable[..., Served]) -> None:
     served = serve()
-    for note in ({"jsonrpc": "2.0", "method": "notifications/initialized"},
-                 {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3}},
-                 {"jsonrpc": "2.0", "id": 5, "result": {}}):
+    notes: list[JsonObj] = [{"jsonrpc": "2.0", "method": "notifications/initialized"},
+                            {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3}},
+                            {"jsonrpc": "2.0", "id": 5, "result": {}}]
+    for note in notes:
         status, _, body = request(served.port, "POST", "/mcp", json.dumps(note).encode())
         assert (status, body) == (202, b"")
 

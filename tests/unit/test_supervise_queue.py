@@ -213,3 +213,22 @@ def test_archived_without_a_response_is_closed(tmp_path: Path) -> None:
     archive(folder, proposal.id)
     assert proposal_status(folder, proposal.id).state == "closed"
     assert discover_pending(tmp_path) == []
+
+
+def test_a_rescan_sees_every_change_to_a_remembered_file(tmp_path: Path) -> None:
+    folder = tmp_path / "dev-abcde"
+    proposal = make_proposal()
+    path = write_proposal(folder, proposal)
+    assert [i.proposal for i in discover_pending(tmp_path)] == [proposal]
+    text = path.read_text()
+    path.write_text(text.replace('"I need it"', '"I need \\u001b"'))  # rewritten in place
+    assert "U+001B" in str(discover_pending(tmp_path)[0].error)
+    path.write_text(text)
+    assert [i.proposal for i in discover_pending(tmp_path)] == [proposal]
+    outside = tmp_path / "outside.json"
+    outside.write_text(text)
+    path.unlink()
+    path.symlink_to(outside)  # swapped for a symlink after it was remembered
+    assert "is a symlink" in str(discover_pending(tmp_path)[0].error)
+    path.unlink()
+    assert discover_pending(tmp_path) == []

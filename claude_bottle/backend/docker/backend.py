@@ -331,7 +331,9 @@ class DockerBottleBackend(BottleBackend):
 
     def _teardown(self, plan: DockerBottlePlan) -> str:
         docker(*commands.remove_containers_args(plan.containers), check=False)
-        docker(*commands.remove_networks_args(plan.networks), check=False)
+        if docker(*commands.remove_networks_args(plan.networks), check=False).returncode != 0:
+            _disconnect_strangers(plan.networks)
+            docker(*commands.remove_networks_args(plan.networks), check=False)
         left = self._leftovers(plan.identity)
         if left.empty:
             return f"{len(plan.containers)} containers, 2 networks"
@@ -386,6 +388,15 @@ def _egress_addresses(plan: DockerBottlePlan, containers: list[str]) -> dict[str
     out = docker("inspect", "--format", fmt, *containers).stdout
     pairs = (line.split() for line in out.splitlines() if len(line.split()) == 2)
     return {name.lstrip("/"): ip for name, ip in pairs}
+
+
+def _disconnect_strangers(networks: tuple[str, ...]) -> None:
+    """Something we did not create joined a bottle network (an operator's debug
+    container, a test upstream): detach it so the network can go."""
+    for net in networks:
+        out = docker("network", "inspect", "--format", "{{range .Containers}}{{.Name}} {{end}}", net, check=False)
+        for name in out.stdout.split():
+            docker("network", "disconnect", "-f", net, name, check=False)
 
 
 def _http_ok(url: str) -> bool:
