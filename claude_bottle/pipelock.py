@@ -223,3 +223,45 @@ def _is_ipv6(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def pipelock_container(identity: str) -> str:
+    return f"claude-bottle-{identity}-pipelock"
+
+
+def read_live_allowlist(identity: str) -> tuple[str, ...]:
+    from .backend.docker.backend import container_read_file
+
+    return allowlist_from_config(container_read_file(pipelock_container(identity), PIPELOCK_CONFIG_PATH).decode())
+
+
+def render_allowlist(hosts: Iterable[str]) -> str:
+    """One host a line: what the dashboard shows, diffs and lets an operator edit."""
+    return "".join(f"{h}\n" for h in hosts)
+
+
+def parse_allowlist(text: str) -> tuple[str, ...]:
+    """The inverse of render_allowlist; blank lines and `#` comments are ignored."""
+    hosts = [line.strip() for line in text.splitlines()]
+    return normalise_allowlist(h for h in hosts if h and not h.startswith("#"))
+
+
+def apply_allowlist_change(identity: str, new_hosts: Iterable[str]) -> tuple[str, str]:
+    """Make `new_hosts` the live allowlist of bottle `identity`; returns (before, after)
+    as one-host-a-line text. pipelock reloads on SIGHUP (adding hosts never counts as
+    weakening); on a failed signal the old config is put back."""
+    from .backend.docker.backend import container_read_file, container_running, container_signal, container_write_files
+
+    hosts = normalise_allowlist(new_hosts)
+    container = pipelock_container(identity)
+    if not container_running(container):
+        raise BottleError(f"bottle {identity} has no running pipelock ({container})")
+    old_config = container_read_file(container, PIPELOCK_CONFIG_PATH)
+    before = allowlist_from_config(old_config.decode())
+    container_write_files(container, {PIPELOCK_CONFIG_PATH: (render_pipelock_config(hosts).encode(), 0o644)}, owner=(0, 0))
+    try:
+        container_signal(container, "HUP")
+    except BottleError:
+        container_write_files(container, {PIPELOCK_CONFIG_PATH: (old_config, 0o644)}, owner=(0, 0))
+        raise
+    return render_allowlist(before), render_allowlist(hosts)

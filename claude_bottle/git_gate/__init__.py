@@ -19,9 +19,9 @@ gate's ssh runs with `StrictHostKeyChecking=accept-new`: a host known on the hos
 present that key (a mismatch fails the fetch or push), a host the user has never
 contacted is learnt on first contact and pinned for the gate's lifetime.
 
-Modules: `remotes` (declaration and validation), `refs` (push rules), `launch` (what
-the launcher copies and runs), `known_hosts`, and inside the sidecar `upstream`,
-`server`, `hook`, `__main__`.
+Modules: `remotes`, `urls`, `keys` (declaration and validation), `refs` (push rules),
+`launch` and `known_hosts` (what the launcher copies and runs); inside the sidecar
+`upstream` (config, credentials), `clones`, `server`, `hook` and `__main__`.
 """
 
 from __future__ import annotations

@@ -44,23 +44,20 @@ def read_json_file(name: str, *, where: str, dir_fd: int | None = None) -> tuple
             raise BottleError(f"{where}: is not a regular file")
         if st.st_size > MAX_FILE_BYTES:
             raise BottleError(f"{where}: is {st.st_size} bytes, more than the limit of {MAX_FILE_BYTES}")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_FILE_BYTES:
-            wanted = max(st.st_size + 1 - size, 4096)
-            chunk = os.read(fd, wanted)
-            chunks.append(chunk)
-            size += len(chunk)
-            if len(chunk) < wanted:  # end of file: a regular file is otherwise read in full
+        data = os.read(fd, st.st_size + 1)  # one read; a second only if the file grew meanwhile
+        while len(data) > st.st_size and len(data) <= MAX_FILE_BYTES:
+            more = os.read(fd, MAX_FILE_BYTES + 1 - len(data))
+            if not more:
                 break
+            data += more
     except OSError as e:
         raise BottleError(f"{where}: cannot read: {e.strerror or e}") from None
     finally:
         os.close(fd)
-    if size > MAX_FILE_BYTES:
+    if len(data) > MAX_FILE_BYTES:
         raise BottleError(f"{where}: grew past the limit of {MAX_FILE_BYTES} bytes while being read")
     try:
-        return loads_strict(chunks[0] if len(chunks) == 1 else b"".join(chunks)), signature(st)
+        return loads_strict(data), signature(st)
     except json.JSONDecodeError as e:
         raise BottleError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except ValueError as e:  # bad UTF-8, NaN, a duplicate key, deep nesting

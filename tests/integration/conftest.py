@@ -27,6 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / "cli.py"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 AGENT_UID = 1000
+TOKEN = "sk-ant-oat-real-secret-4d7f0c"
+FAKE = "fake-anthropic.test"
+ALLOWED = "allowed.test"
+DENIED = "denied.test"
+ROUTES: list[dict[str, object]] = [{"name": "anthropic", "role": "anthropic-base-url", "upstream": f"http://{FAKE}:8000",
+           "header": "Authorization", "value": "Bearer ${CB_TEST_TOKEN}"}]
+
 
 
 def docker(*args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
@@ -210,3 +217,23 @@ def _ok(url: str) -> bool:
             return resp.status == 200
     except OSError:
         return False
+
+
+@pytest.fixture
+def upstreams(fake_anthropic_image: str) -> Iterator[Upstreams]:
+    u = Upstreams(fake_anthropic_image, [FAKE, ALLOWED, DENIED])
+    u.wait_healthy()
+    yield u
+    u.close()
+
+
+@pytest.fixture
+def bottle(env: Env, upstreams: Upstreams) -> Iterator[tuple[Env, str]]:
+    env.vars["CB_TEST_TOKEN"] = TOKEN
+    env.write_manifest(basic_manifest(allow=[ALLOWED], routes=ROUTES))
+    proc, identity = start_waiting(env, before_ready=upstreams.join)
+    try:
+        yield env, identity
+    finally:
+        finish(proc)
+    assert labelled(identity) == ([], [])

@@ -6,75 +6,15 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import subprocess
 import threading
-from collections.abc import Iterator
-
 import pytest
 
 from claude_bottle.cred_proxy import PLACEHOLDER_TOKEN
 
-from .conftest import Env, Upstreams, basic_manifest, docker, finish, identities, labelled, start_waiting
+from .conftest import ALLOWED, DENIED, FAKE, ROUTES, TOKEN, Env, Upstreams, basic_manifest, docker, identities
+from .probe import raw, unreachable
 
 pytestmark = pytest.mark.integration
-
-TOKEN = "sk-ant-oat-real-secret-4d7f0c"
-FAKE = "fake-anthropic.test"
-ALLOWED = "allowed.test"
-DENIED = "denied.test"
-ROUTES: list[dict[str, object]] = [{"name": "anthropic", "role": "anthropic-base-url", "upstream": f"http://{FAKE}:8000",
-           "header": "Authorization", "value": "Bearer ${CB_TEST_TOKEN}"}]
-
-# A raw TCP client in the agent's own Node.js: send exactly these bytes, print what comes back.
-RAW = r"""
-const net = require('net');
-const [host, port, payload] = process.argv.slice(1);
-const s = net.connect({host, port: +port, timeout: 5000}, () => { process.stderr.write('CONNECTED'); s.write(payload.replace(/\\r\\n/g, '\r\n')); });
-let out = '';
-s.on('data', d => { out += d; });
-s.on('end', () => { console.log(out); process.exit(0); });
-s.on('timeout', () => { console.log(out || 'TIMEOUT'); process.exit(0); });
-s.on('error', e => { console.log('ERR ' + e.code); process.exit(0); });
-"""
-
-
-def raw(agent: str, host: str, port: int, request: str) -> str:
-    return _run_raw(agent, host, port, request).stdout
-
-
-def unreachable(agent: str, host: str, port: int) -> bool:
-    """No TCP connection at all: refused, unresolvable, unroutable or timed out."""
-    return "CONNECTED" not in _run_raw(agent, host, port, "GET / HTTP/1.0\r\n\r\n").stderr
-
-
-def _run_raw(agent: str, host: str, port: int, request: str) -> "subprocess.CompletedProcess[str]":
-    return docker("exec", agent, "node", "-e", RAW, host, str(port), request.replace("\r\n", "\\r\\n"))
-
-
-def get(agent: str, host: str, port: int, path: str, *headers: str) -> str:
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", *headers, "Connection: close", "", ""]
-    return raw(agent, host, port, "\r\n".join(lines))
-
-
-@pytest.fixture
-def upstreams(fake_anthropic_image: str) -> Iterator[Upstreams]:
-    u = Upstreams(fake_anthropic_image, [FAKE, ALLOWED, DENIED])
-    u.wait_healthy()
-    yield u
-    u.close()
-
-
-@pytest.fixture
-def bottle(env: Env, upstreams: Upstreams) -> Iterator[tuple[Env, str]]:
-    env.vars["CB_TEST_TOKEN"] = TOKEN
-    env.write_manifest(basic_manifest(allow=[ALLOWED], routes=ROUTES))
-    proc, identity = start_waiting(env, before_ready=upstreams.join)
-    try:
-        yield env, identity
-    finally:
-        finish(proc)
-    assert labelled(identity) == ([], [])
-
 
 def test_real_claude_code_talks_through_cred_proxy(env: Env, upstreams: Upstreams) -> None:
     env.vars["CB_TEST_TOKEN"] = TOKEN

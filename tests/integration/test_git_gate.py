@@ -97,11 +97,11 @@ def tar_stream(files: Mapping[str, tuple[bytes, int]], *, uid: int, gid: int, di
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for path, mode in dirs.items():
             info = tarfile.TarInfo(path.lstrip("/"))
-            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, mode, uid, gid
+            info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, mode, uid, gid, int(time.time())
             tar.addfile(info)
         for path, (content, mode) in files.items():
             info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode, info.uid, info.gid = len(content), mode, uid, gid
+            info.size, info.mode, info.uid, info.gid, info.mtime = len(content), mode, uid, gid, int(time.time())
             tar.addfile(info, io.BytesIO(content))
     return buf.getvalue()
 

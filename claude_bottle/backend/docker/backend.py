@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,6 +95,33 @@ def docker_json_lines(*args: str) -> list[dict[str, Any]]:
     """Run a `docker ... --format '{{json .}}'` listing and parse one object a line."""
     out = docker(*args, "--format", "{{json .}}").stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def container_read_file(container: str, path: str, *, limit: int = 1 << 20) -> bytes:
+    """One regular file out of a container (via `docker cp … -`, a tar stream)."""
+    stream = docker_bytes("cp", f"{container}:{path}", "-")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+            member = tar.next()
+            if member is None or not member.isfile() or member.size > limit:
+                raise BottleError(f"{container}:{path} is not a regular file under {limit} bytes")
+            data = tar.extractfile(member)
+            return data.read() if data else b""
+    except tarfile.TarError as e:
+        raise BottleError(f"cannot read {container}:{path}: {e}") from None
+
+
+def container_write_files(container: str, files: Mapping[str, tuple[bytes, int]], *, owner: tuple[int, int]) -> None:
+    docker(*commands.copy_in_args(container), input=provision.tar_files(files, owner=owner))
+
+
+def container_signal(container: str, signal_name: str) -> None:
+    docker("kill", "--signal", signal_name, container)
+
+
+def container_running(container: str) -> bool:
+    out = docker("inspect", "--format", "{{.State.Running}}", container, check=False)
+    return out.returncode == 0 and out.stdout.strip() == "true"
 
 
 def parse_labels(labels: str) -> dict[str, str]:
