@@ -100,7 +100,7 @@ def json_type(value: object) -> str:
 def text_problem(text: str, *, max_bytes: int) -> str | None:
     """Why `text` cannot be shown to the operator as is, or None."""
     try:
-        size = len(text.encode("utf-8"))
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except UnicodeEncodeError:
         return "contains an unpaired surrogate"
     if size > max_bytes:
@@ -121,7 +121,7 @@ class InvalidRecord(BottleError):
 
 
 def _text_field_problem(key: str, value: str, *, max_bytes: int, empty_ok: bool = False) -> str | None:
-    if not empty_ok and not value.strip():
+    if not empty_ok and (not value or value.isspace()):
         return f"{key} must not be empty"
     problem = text_problem(value, max_bytes=max_bytes)
     return f"{key} {problem}" if problem else None

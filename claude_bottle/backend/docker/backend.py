@@ -274,7 +274,7 @@ class DockerBottleBackend(BottleBackend):
             with _signals_deferred():
                 if running.attached:
                     try:
-                        snapshot_transcript(plan, docker_bytes)
+                        snapshot_transcript(plan.identity, plan.cwd, docker_bytes)
                     except BottleError as e:
                         print(f"claude-bottle: transcript not saved: {e}", file=sys.stderr)
                 removed = self._teardown(plan)
@@ -388,6 +388,16 @@ class DockerBottleBackend(BottleBackend):
             containers=tuple(sorted(str(c["Names"]) for c in containers)),
             networks=tuple(sorted(str(n["Name"]) for n in networks)),
         )
+
+    def stop_bottle(self, identity: str, *, cwd: str) -> None:
+        """Snapshot the transcript, then remove every container and network of `identity`;
+        its state stays. Used when an approved capability change rebuilds the bottle."""
+        snapshot_transcript(identity, cwd, docker_bytes)
+        left = self._leftovers(identity)
+        docker(*commands.remove_containers_args(left.containers), check=False) if left.containers else None
+        if left.networks and docker(*commands.remove_networks_args(left.networks), check=False).returncode != 0:
+            _disconnect_strangers(left.networks)
+            docker(*commands.remove_networks_args(left.networks))
 
     def prepare_cleanup(self) -> DockerBottleCleanupPlan:
         return self._leftovers()

@@ -28,7 +28,8 @@ def network_create_args(plan: DockerBottlePlan, role: str) -> tuple[str, ...]:
 def sidecar_create_args(plan: DockerBottlePlan, sc: SidecarPlan) -> tuple[str, ...]:
     args: list[str] = ["create", "--name", sc.container, *labels(plan.identity, sc.role),
                        "--network", plan.egress_network if sc.egress else plan.internal_network,
-                       "--security-opt", "no-new-privileges", "--restart", "no"]
+                       "--security-opt", "no-new-privileges", "--restart", "no",
+                       "--init"]  # reaps the children git and ssh leave behind
     if not sc.egress:
         args += ["--network-alias", sc.alias]
     if sc.user:

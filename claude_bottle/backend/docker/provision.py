@@ -38,7 +38,11 @@ def tar_files(files: Mapping[str, tuple[bytes, int]], *, owner: tuple[int, int])
                 if str(parent) != "/" and parent not in dirs:
                     dirs.add(parent)
                     info = tarfile.TarInfo(str(parent).lstrip("/"))
-                    info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, uid, gid
+                    # Top-level folders (/etc, /home, /run) stay root's: docker cp applies
+                    # the header's owner to folders that already exist.
+                    top = len(parent.parts) == 2
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    info.uid, info.gid = (0, 0) if top else (uid, gid)
                     tar.addfile(info)
             content, mode = files[path]
             info = tarfile.TarInfo(path.lstrip("/"))

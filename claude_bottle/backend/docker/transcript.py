@@ -16,7 +16,6 @@ from pathlib import Path, PurePosixPath
 from ...bottle_state import state_dir
 from ...errors import BottleError
 from ...fsutil import atomic_write_bytes
-from .plan import DockerBottlePlan
 from .provision import AGENT_HOME, projects_dir_name
 
 MAX_FILE = 64 * 1024 * 1024
@@ -27,16 +26,16 @@ def transcript_dir(identity: str) -> Path:
     return state_dir(identity) / "transcript"
 
 
-def snapshot_transcript(plan: DockerBottlePlan, docker_bytes: Callable[..., bytes]) -> Path | None:
+def snapshot_transcript(identity: str, cwd: str, docker_bytes: Callable[..., bytes]) -> Path | None:
     """None when the agent never wrote a session (e.g. `claude --version`)."""
-    src = AGENT_HOME / ".claude" / "projects" / projects_dir_name(plan.cwd)
+    src = AGENT_HOME / ".claude" / "projects" / projects_dir_name(cwd)
     try:
-        stream = docker_bytes("cp", f"{plan.agent_container}:{src}/.", "-")
+        stream = docker_bytes("cp", f"claude-bottle-{identity}:{src}/.", "-")
     except BottleError as e:
         if "Could not find the file" in str(e):
             return None
         raise
-    return save_transcript_tar(stream, transcript_dir(plan.identity))
+    return save_transcript_tar(stream, transcript_dir(identity))
 
 
 def save_transcript_tar(stream: bytes, dest: Path) -> Path:
