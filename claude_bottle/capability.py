@@ -37,7 +37,7 @@ def apply_capability_change(identity: str, dockerfile: str) -> str:
     problem = dockerfile_problem(dockerfile)
     if problem:
         raise BottleError(f"capability change for {identity}: {problem}")
-    meta = read_metadata(identity)
+    read_metadata(identity)  # a known bottle, with state to keep
     atomic_write_text(state_dir(identity) / "Dockerfile", dockerfile if dockerfile.endswith("\n") else dockerfile + "\n")
-    DockerBottleBackend().stop_bottle(identity, cwd=meta.cwd)
+    DockerBottleBackend().stop_bottle(identity)
     return f"./cli.py resume {identity}"

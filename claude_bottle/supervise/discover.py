@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
+from typing import NamedTuple
 
 from ..bottle_state import IDENTITY_RE
 from ..errors import BottleError
@@ -28,8 +28,7 @@ _Seen = dict[str, tuple[FileSignature, "Proposal | str"]]
 _seen: _Seen = {}
 
 
-@dataclass(frozen=True, slots=True)
-class PendingItem:
+class PendingItem(NamedTuple):  # a NamedTuple: made ten thousand times a scan, cheaply
     """A proposal waiting for a decision, or a file or folder in the queue that is broken.
 
     `error` is set (and `proposal` is None) for an invalid item; the dashboard lists it

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Sequence, Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import cast
+from typing import NoReturn, cast
 
 from ..bottle_state import IDENTITY_RE
 from ..errors import BottleError
@@ -47,6 +47,7 @@ _CONTENT_KEYS = {
 _PROPOSAL_ALLOWED = frozenset(_PROPOSAL_KEYS + ("routes", "hosts", "allowlist", "dockerfile"))
 _RESPONSE_KEYS = ("version", "id", "decision", "reason", "final_content", "decided_at")
 
+_ZERO = timedelta(0)
 _id_lock = threading.Lock()
 _last_id_time = datetime.min.replace(tzinfo=timezone.utc)
 
@@ -132,7 +133,7 @@ def timestamp_problem(key: str, value: str) -> str | None:
         t = datetime.fromisoformat(value)
     except ValueError:
         t = None
-    if t is None or len(value) > 40 or t.utcoffset() != timedelta(0):
+    if t is None or len(value) > 40 or t.utcoffset() != _ZERO:
         return f"{key} {shown(value)} is not an ISO-8601 UTC time"
     return None
 
@@ -208,16 +209,20 @@ class Proposal:
     def from_json(cls, obj: object, *, where: str) -> Proposal:
         d = _object(obj, where=where)
         _check_keys(d, where=where, required=_PROPOSAL_KEYS, allowed=_PROPOSAL_ALLOWED)
+        # discover_pending reads thousands of these: one cheap check first, precise messages after.
+        pid, identity, tool, reason, created_at = d["id"], d["identity"], d["tool"], d["reason"], d["created_at"]
+        if not (isinstance(pid, str) and isinstance(identity, str) and isinstance(tool, str)
+                and isinstance(reason, str) and isinstance(created_at, str)):
+            _raise_for_first_non_string(d, _PROPOSAL_KEYS[1:], where=where)
         get = d.get
+        routes, hosts, allowlist, dockerfile = get("routes"), get("hosts"), get("allowlist"), get("dockerfile")
         try:
             return cls(
-                id=_str(d, "id", where=where), identity=_str(d, "identity", where=where),
-                tool=_str(d, "tool", where=where), reason=_str(d, "reason", where=where),
-                created_at=_str(d, "created_at", where=where),
-                routes=None if get("routes") is None else _str(d, "routes", where=where),
-                hosts=None if get("hosts") is None else _str_list(d, "hosts", where=where),
-                allowlist=None if get("allowlist") is None else _str_list(d, "allowlist", where=where),
-                dockerfile=None if get("dockerfile") is None else _str(d, "dockerfile", where=where),
+                pid, identity, tool, reason, created_at,
+                None if routes is None else _str(d, "routes", where=where),
+                None if hosts is None else _str_list(d, "hosts", where=where),
+                None if allowlist is None else _str_list(d, "allowlist", where=where),
+                None if dockerfile is None else _str(d, "dockerfile", where=where),
             )
         except InvalidRecord as e:
             raise BottleError(f"{where}: {e.problem}") from None
@@ -230,8 +235,8 @@ def _proposal_problem(p: Proposal) -> str | None:
         return f"identity {shown(p.identity)} is not a bottle identity"
     if p.tool not in TOOLS:
         return f"tool {shown(p.tool)} is not one of {', '.join(TOOLS)}"
-    given = (("routes",) if p.routes is not None else ()) + (("hosts",) if p.hosts is not None else ()) \
-        + (("allowlist",) if p.allowlist is not None else ()) + (("dockerfile",) if p.dockerfile is not None else ())
+    given = tuple(key for key, value in (("routes", p.routes), ("hosts", p.hosts), ("allowlist", p.allowlist),
+                                         ("dockerfile", p.dockerfile)) if value is not None)
     if given not in _CONTENT_KEYS[p.tool]:
         wanted = " or ".join("+".join(keys) for keys in _CONTENT_KEYS[p.tool])
         return f"a {p.tool} proposal carries {wanted}, not {'+'.join(given) or 'nothing'}"
@@ -346,6 +351,12 @@ def _str(d: dict[str, object], key: str, *, where: str) -> str:
     if type(value) is not str:
         raise BottleError(f"{where}: {key} must be a string, not {json_type(value)}")
     return value
+
+
+def _raise_for_first_non_string(d: dict[str, object], keys: Iterable[str], *, where: str) -> NoReturn:
+    for key in keys:
+        _str(d, key, where=where)
+    raise AssertionError("called with all strings")
 
 
 def _str_list(d: dict[str, object], key: str, *, where: str) -> tuple[str, ...]:

@@ -91,7 +91,7 @@ def fake_anthropic_image() -> str:
 
 
 @pytest.fixture
-def env(tmp_path: Path, pipelock_image: str) -> Iterator[Env]:
+def env(tmp_path: Path, pipelock_image: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     home = tmp_path / "bottle-home"
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -104,6 +104,7 @@ def env(tmp_path: Path, pipelock_image: str) -> Iterator[Env]:
         "HOME": str(tmp_path / "user-home"),
         "PYTHONPATH": str(ROOT),
     })
+    monkeypatch.setenv("CLAUDE_BOTTLE_HOME", str(home))  # for in-process calls (apply_*, dashboard)
     e = Env(home=home, workdir=workdir, manifest=tmp_path / "manifest.json", vars=vars)
     e.write_manifest(basic_manifest())
     e.vars["CLAUDE_BOTTLE_MANIFEST"] = str(e.manifest)

@@ -274,7 +274,7 @@ class DockerBottleBackend(BottleBackend):
             with _signals_deferred():
                 if running.attached:
                     try:
-                        snapshot_transcript(plan.identity, plan.cwd, docker_bytes)
+                        snapshot_transcript(plan.identity, docker_bytes)
                     except BottleError as e:
                         print(f"claude-bottle: transcript not saved: {e}", file=sys.stderr)
                 removed = self._teardown(plan)
@@ -327,7 +327,7 @@ class DockerBottleBackend(BottleBackend):
         tar = provision.agent_tar(
             agent=plan.agent, owner=plan.user, files=plan.agent_files,
             copy_cwd=plan.spec.cwd if plan.spec.copy_cwd else None,
-            transcript=plan.spec.transcript_dir, cwd=plan.cwd,
+            transcript=plan.spec.transcript_dir,
         )
         docker(*commands.provision_args(plan), input=tar)
 
@@ -359,15 +359,29 @@ class DockerBottleBackend(BottleBackend):
             time.sleep(0.05)
 
     def _teardown(self, plan: DockerBottlePlan) -> str:
-        docker(*commands.remove_containers_args(plan.containers), check=False)
-        if docker(*commands.remove_networks_args(plan.networks), check=False).returncode != 0:
-            _disconnect_strangers(plan.networks)
-            docker(*commands.remove_networks_args(plan.networks), check=False)
+        self._remove(plan.containers, plan.networks)
         left = self._leftovers(plan.identity)
         if left.empty:
             return f"{len(plan.containers)} containers, 2 networks"
-        self.cleanup(left)  # something was created under another name or raced us
-        return f"{len(left.containers)} leftovers removed by label"
+        self._remove(left.containers, left.networks)  # something was created late or under another name
+        return f"{len(left.containers)} late containers removed by label"
+
+    def _remove(self, containers: tuple[str, ...], networks: tuple[str, ...]) -> None:
+        """Remove containers, then networks; tolerant of things already gone (a
+        concurrent teardown), of strangers attached to our networks, and strict about
+        anything that still exists afterwards."""
+        if containers:
+            docker(*commands.remove_containers_args(containers), check=False)
+        if not networks or docker(*commands.remove_networks_args(networks), check=False).returncode == 0:
+            return
+        existing, result = networks, DockerResult(1, "", "")
+        for _ in range(3):
+            existing = tuple(n for n in networks if docker("network", "inspect", n, check=False).returncode == 0)
+            if not existing:
+                return
+            _disconnect_strangers(existing)
+            result = docker(*commands.remove_networks_args(existing), check=False)
+        raise BottleError(f"could not remove networks {', '.join(existing)}: {result.stderr.strip()}")
 
     # --- listing and cleanup -----------------------------------------------------
 
@@ -389,15 +403,12 @@ class DockerBottleBackend(BottleBackend):
             networks=tuple(sorted(str(n["Name"]) for n in networks)),
         )
 
-    def stop_bottle(self, identity: str, *, cwd: str) -> None:
+    def stop_bottle(self, identity: str) -> None:
         """Snapshot the transcript, then remove every container and network of `identity`;
         its state stays. Used when an approved capability change rebuilds the bottle."""
-        snapshot_transcript(identity, cwd, docker_bytes)
+        snapshot_transcript(identity, docker_bytes)
         left = self._leftovers(identity)
-        docker(*commands.remove_containers_args(left.containers), check=False) if left.containers else None
-        if left.networks and docker(*commands.remove_networks_args(left.networks), check=False).returncode != 0:
-            _disconnect_strangers(left.networks)
-            docker(*commands.remove_networks_args(left.networks))
+        self._remove(left.containers, left.networks)
 
     def prepare_cleanup(self) -> DockerBottleCleanupPlan:
         return self._leftovers()
@@ -405,10 +416,7 @@ class DockerBottleBackend(BottleBackend):
     def cleanup(self, plan: BottleCleanupPlan) -> None:
         assert isinstance(plan, DockerBottleCleanupPlan)
         # Containers first: a network cannot be removed while something is attached.
-        if plan.containers:
-            docker(*commands.remove_containers_args(plan.containers))
-        if plan.networks:
-            docker(*commands.remove_networks_args(plan.networks))
+        self._remove(plan.containers, plan.networks)
 
 
 SUPERVISE_TOOLS = ("cred-proxy-block", "pipelock-block", "capability-block", "proposal-status")

@@ -20,11 +20,8 @@ BOTTLE_DIR = AGENT_HOME / ".claude-bottle"
 PROMPT_PATH = BOTTLE_DIR / "prompt.md"
 MCP_CONFIG_PATH = BOTTLE_DIR / "mcp.json"
 SKILLS_DIR = AGENT_HOME / ".claude" / "skills"
-
-
-def projects_dir_name(cwd: str) -> str:
-    """Claude Code keeps sessions under ~/.claude/projects/<cwd with '/' -> '-'>."""
-    return cwd.replace("/", "-")
+# Claude Code keeps each session as ~/.claude/projects/<mangled cwd>/<session-id>.jsonl.
+PROJECTS_DIR = AGENT_HOME / ".claude" / "projects"
 
 
 def tar_files(files: Mapping[str, tuple[bytes, int]], *, owner: tuple[int, int]) -> bytes:
@@ -71,7 +68,6 @@ def agent_tar(
     files: Mapping[str, tuple[bytes, int]],
     copy_cwd: Path | None,
     transcript: Path | None,
-    cwd: str,
 ) -> bytes:
     """Everything the agent's home needs, plus the copied working tree and a restored transcript."""
     buf = io.BytesIO()
@@ -87,7 +83,7 @@ def agent_tar(
         for skill in agent.skills:
             add_tree(tar, skill, SKILLS_DIR / skill.name, owner)
         if transcript is not None and transcript.is_dir():
-            add_tree(tar, transcript, AGENT_HOME / ".claude" / "projects" / projects_dir_name(cwd), owner)
+            add_tree(tar, transcript, PROJECTS_DIR, owner)
         if copy_cwd is not None:
             add_tree(tar, copy_cwd, PurePosixPath(str(copy_cwd)), owner)
     return buf.getvalue()

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from ...bottle_state import state_dir
 from ...errors import BottleError
 from ...fsutil import atomic_write_bytes
-from .provision import AGENT_HOME, projects_dir_name
+from .provision import PROJECTS_DIR
 
 MAX_FILE = 64 * 1024 * 1024
 MAX_TOTAL = 256 * 1024 * 1024
@@ -26,9 +26,11 @@ def transcript_dir(identity: str) -> Path:
     return state_dir(identity) / "transcript"
 
 
-def snapshot_transcript(identity: str, cwd: str, docker_bytes: Callable[..., bytes]) -> Path | None:
-    """None when the agent never wrote a session (e.g. `claude --version`)."""
-    src = AGENT_HOME / ".claude" / "projects" / projects_dir_name(cwd)
+def snapshot_transcript(identity: str, docker_bytes: Callable[..., bytes]) -> Path | None:
+    """Copy ~/.claude/projects (one folder per working directory, named by Claude Code's
+    own mangling of the path) into the state; None when the agent never wrote a session
+    (e.g. `claude --version`)."""
+    src = PROJECTS_DIR
     try:
         stream = docker_bytes("cp", f"claude-bottle-{identity}:{src}/.", "-")
     except BottleError as e:
