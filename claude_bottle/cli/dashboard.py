@@ -1,9 +1,13 @@
-"""`dashboard`: approve, modify or reject what agents propose."""
+"""`dashboard`: approve / modify / reject what agents propose."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
+from ..dashboard import decisions
+from ..dashboard.screen import item_line, run_dashboard
 from ..errors import BottleError
 
 HELP = "approve / modify / reject what agents propose"
@@ -11,9 +15,36 @@ HELP = "approve / modify / reject what agents propose"
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # pyright: ignore[reportPrivateUsage]
     p = sub.add_parser("dashboard", help=HELP, description=HELP)
-    p.add_argument("--once", action="store_true", help="print pending proposals and exit")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--once", action="store_true", help="print pending proposals and exit (for scripts)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="with --once")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise BottleError("the dashboard is not built yet")
+    return dashboard(once=args.once, fmt=args.format)
+
+
+def dashboard(*, once: bool, fmt: str) -> int:
+    if fmt == "json" and not once:
+        raise BottleError("--format=json only goes with --once")
+    if once:
+        return print_pending(fmt)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise BottleError("the dashboard needs a terminal; use --once for scripts")
+    return run_dashboard()
+
+
+def print_pending(fmt: str) -> int:
+    items = decisions.pending()
+    if fmt == "json":
+        rows: list[dict[str, object]] = []
+        for item in items:
+            if item.proposal is None:
+                rows.append({"valid": False, "path": str(item.path), "error": item.error})
+            else:
+                rows.append({"valid": True, **item.proposal.to_json()})
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{len(items)} pending" if items else "no pending proposals")
+    for item in items:
+        print(f"  {item_line(item)}")
+    return 0

@@ -22,6 +22,7 @@ import struct
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -46,6 +47,9 @@ CLIENT_TIMEOUT = 300
 CONNECT_TIMEOUT = 30.0
 UPSTREAM_TIMEOUT = 600
 POOL_IDLE_SECONDS = 20.0
+# Servers close idle keep-alive connections after seconds, not milliseconds; a connection
+# back in the pool for less than this skips the poll() that would detect that.
+POOL_FRESH_SECONDS = 1.0
 POOL_MAX_IDLE = 32
 
 HOP_BY_HOP = frozenset({
@@ -445,8 +449,11 @@ class _UpstreamConn:
 
     def usable(self) -> bool:
         """Still open with nothing unread: an idle socket that is readable is at EOF or has junk."""
-        if time.monotonic() - self.idle_since > POOL_IDLE_SECONDS or self.reader.buf:
+        idle = time.monotonic() - self.idle_since
+        if idle > POOL_IDLE_SECONDS or self.reader.buf:
             return False
+        if idle < POOL_FRESH_SECONDS:
+            return True
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return False
         poller = select.poll()
@@ -519,7 +526,35 @@ class UpstreamPool:
 # --- the server ------------------------------------------------------------------------
 
 
+LOG_FLUSH_SECONDS = 0.05
+_pending_log: deque[str] = deque()
+_log_flusher_started = threading.Lock()
+
+
+def _flush_log() -> None:
+    lines: list[str] = []
+    while _pending_log:
+        lines.append(_pending_log.popleft())
+    if lines:
+        os.write(2, "".join(lines).encode("utf-8", "replace"))
+
+
+def _flush_log_forever() -> None:
+    while True:
+        time.sleep(LOG_FLUSH_SECONDS)
+        _flush_log()
+
+
+def _log_request(line: str) -> None:
+    """Queue one request's log line: a write per request would cost a syscall and a GIL
+    handoff on the hot path, so a background thread writes them in batches."""
+    _pending_log.append(f"cred-proxy: {line}\n")
+    if not _log_flusher_started.locked() and _log_flusher_started.acquire(blocking=False):
+        threading.Thread(target=_flush_log_forever, name="cred-proxy-log", daemon=True).start()
+
+
 def _log(line: str) -> None:
+    _flush_log()
     os.write(2, f"cred-proxy: {line}\n".encode("utf-8", "replace"))
 
 
@@ -610,7 +645,7 @@ class _ClientSession:
                                          lines_max=MAX_HEADER_LINES)
         except _Refusal as r:
             self._reply(r.status, f"cred-proxy: {r}")
-            _log(f"- - {r.status} 0.0ms")
+            _log_request(f"- - {r.status} 0.0ms")
             return False
         if head is None:
             return False
@@ -630,7 +665,7 @@ class _ClientSession:
             self.status_sent = self.status_sent or 499
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            _log(f"{self.method} {self.route_name} {self.status_sent} {elapsed:.1f}ms")
+            _log_request(f"{self.method} {self.route_name} {self.status_sent} {elapsed:.1f}ms")
         return keep
 
     def _dispatch(self, head: _Head) -> bool:
@@ -832,6 +867,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         server.server_close()
+        _flush_log()
     return 0
 
 
