@@ -25,7 +25,7 @@ from claude_bottle.supervise.discover import forget_seen  # noqa: E402
 from claude_bottle.supervise.queue import (  # noqa: E402
     Proposal, discover_pending, make_response, new_proposal_id, proposal_path, response_path,
 )
-from claude_bottle.supervise.records import iso_utc, utc_now  # noqa: E402
+from claude_bottle.supervise.checks import iso_utc, utc_now  # noqa: E402
 
 IDENTITIES = 500
 PER_IDENTITY = 20

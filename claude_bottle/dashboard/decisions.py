@@ -124,5 +124,5 @@ def operator_edit_allowlist(identity: str, new_text: str) -> Decided:
 
 def _valid(item: PendingItem) -> Proposal:
     if item.proposal is None:
-        raise BottleError(f"{item.path} is not a valid proposal ({item.error}); it is listed, never acted on")
+        raise BottleError(f"{item.name or item.identity} is not a valid proposal; it is listed, never acted on")
     return item.proposal

@@ -11,6 +11,7 @@ import curses
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
@@ -112,6 +113,13 @@ class Dashboard:
                 self.set_status(f"error: {e}")
 
     def draw(self) -> None:
+        # A resize can slip past curses (e.g. before its SIGWINCH handler existed): ask the tty.
+        try:
+            size = os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1)
+            if curses.is_term_resized(size.lines, size.columns):
+                curses.resizeterm(size.lines, size.columns)
+        except OSError:
+            pass
         lines, cols = self.screen.getmaxyx()
         self.screen.erase()
         for y, (text, hl) in enumerate(layout(lines, cols, self.view)):

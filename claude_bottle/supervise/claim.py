@@ -17,7 +17,7 @@ from types import TracebackType
 
 from ..errors import BottleError
 from .layout import claim_path, proposal_path, response_path
-from .records import iso_utc, utc_now
+from .checks import iso_utc, utc_now
 
 _CLAIM_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -19,7 +19,8 @@ from ..bottle_state import IDENTITY_RE
 from ..errors import BottleError
 from .layout import PROPOSAL_SUFFIX, RESPONSE_SUFFIX
 from .reading import FileSignature, VanishedError, read_json_file, signature
-from .records import ID_RE, Proposal, shown
+from .checks import shown
+from .records import ID_RE, Proposal
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -16,7 +16,8 @@ from typing import cast
 
 from ..errors import BottleError
 from .queue import Proposal, archive, proposal_status, write_proposal
-from .records import ID_RE, json_type, shown
+from .checks import json_type, shown
+from .records import ID_RE
 from .tools import (
     STATUS_TOOL, TOOL_DEFINITIONS, TOOL_NAMES, ContentChecks, check_argument_names,
     decision_text, pending_text, proposal_from_call,

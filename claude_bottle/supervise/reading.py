@@ -13,7 +13,8 @@ import os
 import stat
 
 from ..errors import BottleError
-from .records import MAX_FILE_BYTES, loads_strict
+from .checks import loads_strict
+from .records import MAX_FILE_BYTES
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 

@@ -9,7 +9,6 @@ from what would be applied.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import threading
@@ -20,6 +19,7 @@ from typing import NoReturn, cast
 
 from ..bottle_state import IDENTITY_RE
 from ..errors import BottleError
+from .checks import InvalidRecord, iso_utc, json_type, shown, text_problem, timestamp_problem, utc_now
 
 TOOLS = ("cred-proxy-block", "pipelock-block", "capability-block")
 DECISIONS = ("approve", "approve-modified", "reject")
@@ -33,9 +33,6 @@ MAX_HOST_CHARS = 253
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-# C0 (except tab, LF, CR), DEL, C1, zero-width and bidi controls, BOM.
-_UNSAFE_CHAR_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
-
 _HOST_CHARS_RE = re.compile(r"[\x21-\x7e]+")  # the syntax is pipelock's to judge; this keeps the file sane
 
 _PROPOSAL_KEYS = ("version", "id", "identity", "tool", "reason", "created_at")
@@ -47,18 +44,8 @@ _CONTENT_KEYS = {
 _PROPOSAL_ALLOWED = frozenset(_PROPOSAL_KEYS + ("routes", "hosts", "allowlist", "dockerfile"))
 _RESPONSE_KEYS = ("version", "id", "decision", "reason", "final_content", "decided_at")
 
-_ZERO = timedelta(0)
 _id_lock = threading.Lock()
 _last_id_time = datetime.min.replace(tzinfo=timezone.utc)
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def iso_utc(t: datetime) -> str:
-    """`2025-01-31T12:00:00.123456Z`."""
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def new_proposal_id() -> str:
@@ -78,64 +65,11 @@ def check_id(proposal_id: str) -> str:
     return proposal_id
 
 
-def shown(value: str, limit: int = 80) -> str:
-    """A value quoted for a one-line message: repr escapes control characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
-
-
-def json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
-
-
-def text_problem(text: str, *, max_bytes: int) -> str | None:
-    """Why `text` cannot be shown to the operator as is, or None."""
-    try:
-        size = len(text) if text.isascii() else len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "contains an unpaired surrogate"
-    if size > max_bytes:
-        return f"is {size} bytes, more than the limit of {max_bytes}"
-    m = _UNSAFE_CHAR_RE.search(text)
-    if m:
-        line = text.count("\n", 0, m.start()) + 1
-        return f"contains the control or invisible character U+{ord(m.group()):04X} (line {line})"
-    return None
-
-
-class InvalidRecord(BottleError):
-    """A Proposal or Response that breaks a rule; `problem` is the message without its subject."""
-
-    def __init__(self, subject: str, problem: str) -> None:
-        super().__init__(f"{subject}: {problem}")
-        self.problem = problem
-
-
 def _text_field_problem(key: str, value: str, *, max_bytes: int, empty_ok: bool = False) -> str | None:
     if not empty_ok and (not value or value.isspace()):
         return f"{key} must not be empty"
     problem = text_problem(value, max_bytes=max_bytes)
     return f"{key} {problem}" if problem else None
-
-
-def timestamp_problem(key: str, value: str) -> str | None:
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        t = None
-    if t is None or len(value) > 40 or t.utcoffset() != _ZERO:
-        return f"{key} {shown(value)} is not an ISO-8601 UTC time"
-    return None
 
 
 def _hosts_problem(key: str, hosts: Sequence[str], *, empty_ok: bool) -> str | None:
@@ -305,28 +239,6 @@ def make_response(proposal_id: str, decision: str, reason: str, final_content: s
     """A Response decided now."""
     return Response(id=proposal_id, decision=decision, reason=reason, final_content=final_content,
                     decided_at=iso_utc(utc_now()))
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _unique_keys(items: list[tuple[str, object]]) -> dict[str, object]:
-    obj = dict(items)
-    if len(obj) != len(items):
-        raise ValueError("duplicate key in an object")
-    return obj
-
-
-_DECODER = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_unique_keys)
-
-
-def loads_strict(data: bytes | str) -> object:
-    """Parse JSON (bytes must be UTF-8), refusing NaN/Infinity, duplicate keys and deep nesting."""
-    try:
-        return _DECODER.decode(data.decode() if isinstance(data, bytes) else data)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
 
 
 def _object(obj: object, *, where: str) -> dict[str, object]:

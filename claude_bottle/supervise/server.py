@@ -24,7 +24,7 @@ from .mcp import (
     INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Answer, Reply, SuperviseConfig, Wait, answer_for, archive_quietly,
     error_reply, handle_message, result_message, tool_result,
 )
-from .records import loads_strict
+from .checks import loads_strict
 from .tools import pending_text
 
 MAX_BODY_BYTES = 1024 * 1024

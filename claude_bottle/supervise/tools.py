@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from ..errors import BottleError
-from .records import (
-    MAX_HOSTS, MAX_REASON_BYTES, MAX_TEXT_BYTES, Proposal, Response, iso_utc, json_type, new_proposal_id,
-    shown, text_problem, utc_now,
-)
+from .checks import iso_utc, json_type, shown, text_problem, utc_now
+from .records import MAX_HOSTS, MAX_REASON_BYTES, MAX_TEXT_BYTES, Proposal, Response, new_proposal_id
 
 STATUS_TOOL = "proposal-status"
 

@@ -13,7 +13,7 @@ from claude_bottle.errors import BottleError
 from claude_bottle.supervise.queue import (
     Proposal, claim, claim_path, make_response, new_proposal_id, release, write_proposal, write_response,
 )
-from claude_bottle.supervise.records import iso_utc, utc_now
+from claude_bottle.supervise.checks import iso_utc, utc_now
 
 REPO = Path(__file__).resolve().parents[2]
 

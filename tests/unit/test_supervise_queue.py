@@ -14,7 +14,8 @@ from claude_bottle.supervise.queue import (
     PendingItem, Proposal, archive, archive_dir, discover_pending, make_response, new_proposal_id,
     proposal_path, proposal_status, read_proposal, read_response, response_path, write_proposal, write_response,
 )
-from claude_bottle.supervise.records import ID_RE, MAX_FILE_BYTES, check_id, iso_utc, utc_now
+from claude_bottle.supervise.checks import iso_utc, utc_now
+from claude_bottle.supervise.records import ID_RE, MAX_FILE_BYTES, check_id
 
 ROUTES = '{"routes": [{"name": "gh", "upstream": "https://api.github.com", "header": "Authorization", ' \
          '"value": "token ${GH_TOKEN}"}]}\n'
