@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -61,7 +62,7 @@ def test_failed_write_keeps_the_old_file(home: Path, monkeypatch: pytest.MonkeyP
     def full_disk(*_: object) -> None:
         raise OSError(28, "No space left on device")
 
-    changed = BottleMetadata(**{**meta().__dict__, "cwd": "/elsewhere"})
+    changed = dataclasses.replace(meta(), cwd="/elsewhere")
     with monkeypatch.context() as m, pytest.raises(BottleError, match="cannot write .*metadata.json: No space left"):
         m.setattr(os, "fsync", full_disk)
         write_metadata(changed)
