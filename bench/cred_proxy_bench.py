@@ -31,7 +31,10 @@ SSE_EVENTS = 5
 
 class _UpstreamHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # else headers and body, written apart, meet delayed ACKs
+    disable_nagle_algorithm = True
+    # Buffered, so that a small reply leaves in one segment as from a production server
+    # (the SSE handler flushes each event itself).
+    wbufsize = 64 * 1024
 
     def log_message(self, format: str, *args: object) -> None:
         pass

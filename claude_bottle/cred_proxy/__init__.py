@@ -119,8 +119,10 @@ def _route_from_json(obj: object, *, where: str) -> CredProxyRoute:
     for key in _REQUIRED_KEYS:
         if key not in route:
             raise BottleError(f"{where}: missing key {key!r}")
-        if not isinstance(route[key], str) or not route[key]:
+        if not isinstance(route[key], str):
             raise BottleError(f"{where}.{key}: must be a non-empty string, not {_json_type(route[key])}")
+        if not route[key]:
+            raise BottleError(f"{where}.{key}: must be a non-empty string")
     name, upstream, header, value = (str(route[k]) for k in _REQUIRED_KEYS)
 
     if name.startswith("_"):

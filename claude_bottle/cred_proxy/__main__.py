@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -44,11 +44,12 @@ IO_CHUNK = 64 * 1024
 # connection the upstream has just closed can be replayed on a fresh one.
 REPLAYABLE_BODY = 64 * 1024
 CLIENT_TIMEOUT = 300
+LINGER_SECONDS = 1.0
 CONNECT_TIMEOUT = 30.0
 UPSTREAM_TIMEOUT = 600
 POOL_IDLE_SECONDS = 20.0
-# Servers close idle keep-alive connections after seconds, not milliseconds; a connection
-# back in the pool for less than this skips the poll() that would detect that.
+# Servers close idle keep-alive connections after seconds, not milliseconds: a request that
+# can be replayed anyway skips the poll() that detects a closed one, if it is this fresh.
 POOL_FRESH_SECONDS = 1.0
 POOL_MAX_IDLE = 32
 
@@ -106,8 +107,8 @@ class Upstream:
 class LiveRoute:
     route: CredProxyRoute
     upstream: Upstream
-    header_name: bytes  # lowercase
-    credential_line: bytes | None  # "Header: value", rendered once per (re)load
+    drop_headers: re.Pattern[bytes]  # what the client sent that is not forwarded
+    credential_line: bytes | None  # "Header: value\r\n", rendered once per (re)load
     missing_secret: str | None
 
 
@@ -120,11 +121,11 @@ class ProxyConfig:
         live: dict[str, LiveRoute] = {}
         for r in routes:
             try:
-                line, missing = f"{r.header}: {render_value(r.value, secrets)}".encode("latin-1"), None
+                line, missing = f"{r.header}: {render_value(r.value, secrets)}\r\n".encode("latin-1"), None
             except MissingSecretError as e:
                 line, missing = None, e.name
-            live[r.name] = LiveRoute(r, Upstream.from_url(r.upstream), r.header.lower().encode("ascii"),
-                                     line, missing)
+            drop = _header_line_pattern(_REQUEST_DROP | {r.header.lower().encode("ascii")})
+            live[r.name] = LiveRoute(r, Upstream.from_url(r.upstream), drop, line, missing)
         return ProxyConfig(live)
 
     def missing_secrets(self) -> list[str]:
@@ -177,26 +178,43 @@ def _set_io_timeout(sock: socket.socket, seconds: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
+def _header_line_pattern(names: Iterable[bytes]) -> re.Pattern[bytes]:
+    """Matches whole header lines with any of `names` in a CRLF-terminated header block."""
+    alternatives = b"|".join(re.escape(n) for n in sorted(set(names)))
+    return re.compile(rb"^(?:" + alternatives + rb"):[^\r\n]*\r\n", re.IGNORECASE | re.MULTILINE)
+
+
+# Header blocks are filtered with one regex each instead of line by line in Python:
+# this is the hot path, and it runs on every request and every response.
+_SPECIAL_HEADERS = re.compile(rb"^(connection|transfer-encoding|content-length|expect):[ \t]*([^\r\n]*)",
+                              re.IGNORECASE | re.MULTILINE)
+_RESPONSE_DROP = _header_line_pattern(HOP_BY_HOP)
+_RESPONSE_DROP_FRAMED = _header_line_pattern(HOP_BY_HOP | {b"content-length"})
+_REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+_CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive"})
+
+
 class _Head:
-    """A message head: start line, raw header lines, their lowercase names, and the
-    values of the few headers that decide framing and connection handling."""
+    """A message head: start line, header block (lines ending in CRLF), and the values of
+    the few headers that decide framing and connection handling, by lowercase name."""
 
-    __slots__ = ("start", "lines", "names", "special")
+    __slots__ = ("start", "block", "special")
 
-    def __init__(self, start: bytes, lines: list[bytes]) -> None:
+    def __init__(self, start: bytes, block: bytes) -> None:
         self.start = start
-        self.lines = lines
-        self.names = [line[:line.index(b":")].lower() for line in lines]
+        self.block = block
         self.special: dict[bytes, list[bytes]] = {}
-        for name, line in zip(self.names, lines):
-            if name in _INTERESTING:
-                self.special.setdefault(name, []).append(line[len(name) + 1:].strip(b" \t"))
+        for name, value in _SPECIAL_HEADERS.findall(block):
+            self.special.setdefault(name.lower(), []).append(value.rstrip(b" \t"))
 
     def tokens(self, name: bytes) -> list[bytes]:
         return [t.strip().lower() for v in self.special.get(name, ()) for t in v.split(b",") if t.strip()]
 
-    def kept_lines(self, drop: frozenset[bytes] | set[bytes]) -> list[bytes]:
-        return [line for name, line in zip(self.names, self.lines) if name not in drop]
+    def filtered_block(self, drop: re.Pattern[bytes]) -> bytes:
+        """The header block without `drop`'s lines, nor those Connection names as hop-by-hop."""
+        block = drop.sub(b"", self.block)
+        extra = set(self.tokens(b"connection")) - _CONNECTION_KEYWORDS
+        return _header_line_pattern(extra).sub(b"", block) if extra else block
 
     def body_framing(self, fail: Callable[[str], Exception]) -> tuple[str, int]:
         """("chunked", 0), ("length", n) or ("none", 0) when no body is declared."""
@@ -245,13 +263,12 @@ class _Reader:
         buf = self.buf
         scanned = 0
         while True:
-            while buf.startswith(b"\r\n"):
-                del buf[:2]
+            if buf.startswith(b"\r\n"):  # empty lines before a request are to be ignored
+                del buf[:len(buf) - len(buf.lstrip(b"\r\n"))]
             first = buf.find(b"\r\n")
-            if first >= 0:
-                end = buf.find(b"\r\n\r\n", max(first, scanned - 3))
-                if end >= 0:
-                    break
+            end = buf.find(b"\r\n\r\n", max(first, scanned - 3)) if first >= 0 else -1
+            if end >= 0:
+                break
             if first > line_max or (first < 0 and len(buf) > line_max):
                 raise _Refusal(414, f"request line longer than {line_max} bytes")
             if first >= 0 and len(buf) - first > head_max + 4:
@@ -270,13 +287,11 @@ class _Reader:
             raise _Refusal(414, f"request line longer than {line_max} bytes")
         if len(block) > head_max:
             raise _Refusal(431, f"headers larger than {head_max} bytes")
+        if block.count(b"\n") > lines_max:
+            raise _Refusal(431, f"more than {lines_max} header lines")
         if not _HEADER_BLOCK.fullmatch(block):
             raise self.malformed("malformed header line")
-        lines = block.split(b"\r\n")
-        lines.pop()
-        if len(lines) > lines_max:
-            raise _Refusal(431, f"more than {lines_max} header lines")
-        return _Head(start, lines)
+        return _Head(start, block)
 
     def read_line(self, limit: int) -> bytes:
         buf = self.buf
@@ -447,12 +462,12 @@ class _UpstreamConn:
         self.reader = _Reader(sock, _upstream_error, _upstream_malformed)
         self.idle_since = 0.0
 
-    def usable(self) -> bool:
+    def usable(self, *, replayable: bool) -> bool:
         """Still open with nothing unread: an idle socket that is readable is at EOF or has junk."""
         idle = time.monotonic() - self.idle_since
         if idle > POOL_IDLE_SECONDS or self.reader.buf:
             return False
-        if idle < POOL_FRESH_SECONDS:
+        if replayable and idle < POOL_FRESH_SECONDS:
             return True
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return False
@@ -475,7 +490,7 @@ class UpstreamPool:
         self._idle: dict[tuple[str, str, int], list[_UpstreamConn]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, up: Upstream) -> tuple[_UpstreamConn, bool]:
+    def acquire(self, up: Upstream, *, replayable: bool) -> tuple[_UpstreamConn, bool]:
         """A connection to `up` and whether it was reused from the pool."""
         key = (up.scheme, up.host, up.port)
         while True:
@@ -484,7 +499,7 @@ class UpstreamPool:
                 conn = idle.pop() if idle else None
             if conn is None:
                 return self._connect(up), False
-            if conn.usable():
+            if conn.usable(replayable=replayable):
                 return conn, True
             conn.close()
 
@@ -576,12 +591,14 @@ class CredProxyServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         *,
         reload_config: Callable[[], ProxyConfig] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        request_log: Callable[[str], None] = _log_request,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.config = config
         self.pool = UpstreamPool(ssl_context)
         self._reload_config = reload_config
+        self.request_log = request_log
         super().__init__(address, socketserver.BaseRequestHandler)
 
     def reload(self) -> None:
@@ -624,6 +641,19 @@ class _ClientSession:
                 pass
         except (_ClientGone, _UpstreamFailed, OSError):
             pass
+        self._linger()
+
+    def _linger(self) -> None:
+        """Half-close and drain briefly before closing: closing with unread input makes the
+        kernel send a reset, which can destroy a refusal before the client has read it."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            _set_io_timeout(self.sock, 1)
+            deadline = time.monotonic() + LINGER_SECONDS
+            while time.monotonic() < deadline and self.sock.recv(IO_CHUNK):
+                pass
+        except OSError:
+            pass
 
     def _send(self, data: bytes) -> None:
         out = _Writer(self.sock, _client_error)
@@ -645,7 +675,7 @@ class _ClientSession:
                                          lines_max=MAX_HEADER_LINES)
         except _Refusal as r:
             self._reply(r.status, f"cred-proxy: {r}")
-            _log_request(f"- - {r.status} 0.0ms")
+            self.server.request_log(f"- - {r.status} 0.0ms")
             return False
         if head is None:
             return False
@@ -665,7 +695,7 @@ class _ClientSession:
             self.status_sent = self.status_sent or 499
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            _log_request(f"{self.method} {self.route_name} {self.status_sent} {elapsed:.1f}ms")
+            self.server.request_log(f"{self.method} {self.route_name} {self.status_sent} {elapsed:.1f}ms")
         return keep
 
     def _dispatch(self, head: _Head) -> bool:
@@ -708,16 +738,17 @@ class _ClientSession:
         self, method: bytes, live: LiveRoute, path: bytes, head: _Head, framing: tuple[str, int], client_keep: bool,
     ) -> bool:
         up = live.upstream
-        drop = HOP_BY_HOP | {b"host", b"content-length", b"expect", live.header_name, *head.tokens(b"connection")}
         mode, length = framing
-        lines = [b"%s %s HTTP/1.1" % (method, path), b"Host: " + up.host_header, *head.kept_lines(drop),
-                 cast(bytes, live.credential_line)]
         if mode == "chunked":
-            lines.append(b"Transfer-Encoding: chunked")
+            framing_line = b"Transfer-Encoding: chunked\r\n"
         elif mode == "length":
-            lines.append(b"Content-Length: %d" % length)
-        lines.append(b"\r\n")
-        request_head = b"\r\n".join(lines)
+            framing_line = b"Content-Length: %d\r\n" % length
+        else:
+            framing_line = b""
+        request_head = b"".join((
+            b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, path, up.host_header),
+            head.filtered_block(live.drop_headers), live.credential_line or b"", framing_line, b"\r\n",
+        ))
 
         if mode != "none" and b"100-continue" in head.tokens(b"expect"):
             self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -750,7 +781,7 @@ class _ClientSession:
     ) -> tuple[_UpstreamConn, _Head]:
         """Send the request, read the response head; replay once if a pooled connection was stale."""
         for attempt in range(2):
-            conn, reused = self.server.pool.acquire(up)
+            conn, reused = self.server.pool.acquire(up, replayable=payload is not None)
             try:
                 out = _Writer(conn.sock, _upstream_error, chunked=mode == "chunked")
                 if payload is not None:
@@ -792,22 +823,21 @@ class _ClientSession:
             mode, length = resp.body_framing(_upstream_malformed)
             if mode == "none":
                 mode = "eof"
-        conn_tokens = resp.tokens(b"connection")
-        upstream_keep = upstream_http11 and b"close" not in conn_tokens and mode != "eof"
+        upstream_keep = upstream_http11 and b"close" not in resp.tokens(b"connection") and mode != "eof"
         # HTTP/1.0 clients get an unframed body and the connection closed after it.
         chunked = client_keep and mode in ("chunked", "eof")
-        drop = HOP_BY_HOP.union(conn_tokens, () if mode == "none" else (b"content-length",))
-        lines = [b"HTTP/1.1 " + resp.start[9:], *resp.kept_lines(drop)]
         if mode == "length":
-            lines.append(b"Content-Length: %d" % length)
+            framing_line = b"Content-Length: %d\r\n" % length
         elif chunked:
-            lines.append(b"Transfer-Encoding: chunked")
-        if not client_keep:
-            lines.append(b"Connection: close")
-        lines.append(b"\r\n")
-
+            framing_line = b"Transfer-Encoding: chunked\r\n"
+        else:
+            framing_line = b""
         out = _Writer(self.sock, _client_error, chunked=chunked)
-        out.write(b"\r\n".join(lines))
+        out.write(b"".join((
+            b"HTTP/1.1 %s\r\n" % resp.start[9:],
+            resp.filtered_block(_RESPONSE_DROP if mode == "none" else _RESPONSE_DROP_FRAMED),
+            framing_line, b"" if client_keep else b"Connection: close\r\n", b"\r\n",
+        )))
         self.status_sent = int(code)
         if mode == "none":
             out.flush()

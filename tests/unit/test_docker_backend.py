@@ -164,3 +164,14 @@ def test_prepare_cleanup_finds_stopped_containers_and_networks(fake: FakeDocker)
     assert plan.containers == ("claude-bottle-x-abcde",) and plan.networks == ("claude-bottle-x-abcde-internal",)
     assert ("ps", "-a", "--filter", "label=claude-bottle.identity", "--format", "{{json .}}") in fake.calls
 
+
+
+@pytest.mark.parametrize(("runtimes", "expected"), [
+    ('{"runc":{"path":"runc"}}', "runc"),
+    ('{"runc":{"path":"runc"},"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=host"]}}', "runsc"),
+    ("", "runc"),
+    ("not json", "runc"),
+])
+def test_runtime_is_detected_from_docker_info(monkeypatch: pytest.MonkeyPatch, runtimes: str, expected: str) -> None:
+    monkeypatch.setattr(backend_mod, "docker", FakeDocker({"info": DockerResult(0, runtimes, "")}))
+    assert backend_mod.detect_runtime() == expected

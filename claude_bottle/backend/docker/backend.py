@@ -267,8 +267,10 @@ class DockerBottleBackend(BottleBackend):
             ))
         queue_dir(plan.identity).mkdir(parents=True, exist_ok=True)
         running = DockerRunningBottle(plan)
+        created = False
         try:
             self._create(plan)
+            created = True
             yield running
         finally:
             with _signals_deferred():
@@ -277,7 +279,7 @@ class DockerBottleBackend(BottleBackend):
                         snapshot_transcript(plan.identity, docker_bytes)
                     except BottleError as e:
                         print(f"claude-bottle: transcript not saved: {e}", file=sys.stderr)
-                removed = self._teardown(plan)
+                removed = self._teardown(plan, look_for_strays=not created)
                 print(f"claude-bottle: removed bottle {plan.identity} ({removed})", file=sys.stderr)
 
     def _create(self, plan: DockerBottlePlan) -> None:
@@ -315,6 +317,9 @@ class DockerBottleBackend(BottleBackend):
     def _start_sidecar(self, plan: DockerBottlePlan, sc: SidecarPlan) -> None:
         for host, _ in sc.mounts:
             Path(host).mkdir(parents=True, exist_ok=True)
+        if not sc.files and not sc.egress:  # nothing to copy in, no second network: one call
+            docker("run", "-d", *commands.sidecar_create_args(plan, sc)[1:])
+            return
         docker(*commands.sidecar_create_args(plan, sc))
         if sc.files:
             docker(*commands.copy_in_args(sc.container), input=provision.tar_files(sc.files, owner=sc.file_owner))
@@ -358,12 +363,15 @@ class DockerBottleBackend(BottleBackend):
                     _raise_not_ready(sc)
             time.sleep(0.05)
 
-    def _teardown(self, plan: DockerBottlePlan) -> str:
+    def _teardown(self, plan: DockerBottlePlan, *, look_for_strays: bool) -> str:
+        """Remove the plan's containers and networks. After an interrupted or failed
+        creation, also anything else labelled with the identity (a docker call that
+        was still finishing when we gave up)."""
         self._remove(plan.containers, plan.networks)
-        left = self._leftovers(plan.identity)
+        left = self._leftovers(plan.identity) if look_for_strays else DockerBottleCleanupPlan((), ())
         if left.empty:
             return f"{len(plan.containers)} containers, 2 networks"
-        self._remove(left.containers, left.networks)  # something was created late or under another name
+        self._remove(left.containers, left.networks)
         return f"{len(left.containers)} late containers removed by label"
 
     def _remove(self, containers: tuple[str, ...], networks: tuple[str, ...]) -> None:

@@ -62,7 +62,7 @@ def save_transcript_tar(stream: bytes, dest: Path) -> Path:
                 atomic_write_bytes(staging / rel, data.read(), mode=0o600)
     except tarfile.TarError as e:
         shutil.rmtree(staging, ignore_errors=True)
-        raise BottleError(f"transcript archive from the agent is not readable: {e}") from None
+        raise BottleError(f"transcript archive from the agent is not readable: {' '.join(str(e).split())}") from None
     except BottleError:
         shutil.rmtree(staging, ignore_errors=True)
         raise
