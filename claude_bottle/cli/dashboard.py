@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 
-from ..dashboard import decisions
-from ..dashboard.screen import item_line, run_dashboard
 from ..errors import BottleError
 
 HELP = "approve / modify / reject what agents propose"
@@ -30,10 +28,15 @@ def dashboard(*, once: bool, fmt: str) -> int:
         return print_pending(fmt)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BottleError("the dashboard needs a terminal; use --once for scripts")
+    from ..dashboard.screen import run_dashboard  # curses and the apply paths: only when asked for
+
     return run_dashboard()
 
 
 def print_pending(fmt: str) -> int:
+    from ..dashboard import decisions
+    from ..dashboard.screen import item_line
+
     items = decisions.pending()
     if fmt == "json":
         rows: list[dict[str, object]] = []
