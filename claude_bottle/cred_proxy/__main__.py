@@ -208,13 +208,18 @@ class _Head:
             self.special.setdefault(name.lower(), []).append(value.rstrip(b" \t"))
 
     def tokens(self, name: bytes) -> list[bytes]:
-        return [t.strip().lower() for v in self.special.get(name, ()) for t in v.split(b",") if t.strip()]
+        if name not in self.special:
+            return []
+        return [t.strip().lower() for v in self.special[name] for t in v.split(b",") if t.strip()]
 
     def filtered_block(self, drop: re.Pattern[bytes]) -> bytes:
         """The header block without `drop`'s lines, nor those Connection names as hop-by-hop."""
         block = drop.sub(b"", self.block)
-        extra = set(self.tokens(b"connection")) - _CONNECTION_KEYWORDS
-        return _header_line_pattern(extra).sub(b"", block) if extra else block
+        if b"connection" in self.special:
+            extra = set(self.tokens(b"connection")) - _CONNECTION_KEYWORDS
+            if extra:
+                block = _header_line_pattern(extra).sub(b"", block)
+        return block
 
     def body_framing(self, fail: Callable[[str], Exception]) -> tuple[str, int]:
         """("chunked", 0), ("length", n) or ("none", 0) when no body is declared."""
@@ -370,6 +375,15 @@ class _Writer:
             raise self.error("timed out", True) from None
         except OSError as e:
             raise self.error(e.strerror or str(e), False) from None
+
+
+def _send_all(sock: socket.socket, data: bytes, error: Callable[[str, bool], Exception]) -> None:
+    try:
+        sock.sendall(data)
+    except (BlockingIOError, TimeoutError, ssl.SSLWantWriteError):
+        raise error("timed out", True) from None
+    except OSError as e:
+        raise error(e.strerror or str(e), False) from None
 
 
 def _client_error(message: str, timeout: bool) -> Exception:
@@ -655,17 +669,12 @@ class _ClientSession:
         except OSError:
             pass
 
-    def _send(self, data: bytes) -> None:
-        out = _Writer(self.sock, _client_error)
-        out.write(data)
-        out.flush()
-
     def _reply(self, status: int, text: str, *, keep: bool = False) -> None:
         body = f"{text}\n".encode()
         close = "" if keep else "Connection: close\r\n"
-        self._send(
+        _send_all(self.sock, 
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\n{close}\r\n".encode() + body
+            f"Content-Length: {len(body)}\r\n{close}\r\n".encode() + body, _client_error,
         )
 
     def _serve_one(self) -> bool:
@@ -751,7 +760,7 @@ class _ClientSession:
         ))
 
         if mode != "none" and b"100-continue" in head.tokens(b"expect"):
-            self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            _send_all(self.sock, b"HTTP/1.1 100 Continue\r\n\r\n", _client_error)
         payload: bytes | None = None
         if mode == "none":
             payload = request_head
@@ -783,11 +792,10 @@ class _ClientSession:
         for attempt in range(2):
             conn, reused = self.server.pool.acquire(up, replayable=payload is not None)
             try:
-                out = _Writer(conn.sock, _upstream_error, chunked=mode == "chunked")
                 if payload is not None:
-                    out.write(payload)
-                    out.flush()
+                    _send_all(conn.sock, payload, _upstream_error)
                 else:
+                    out = _Writer(conn.sock, _upstream_error, chunked=mode == "chunked")
                     out.write(request_head)
                     _relay_body(self.reader, out, mode, length)
                 return conn, self._read_response_head(conn)
@@ -832,16 +840,21 @@ class _ClientSession:
             framing_line = b"Transfer-Encoding: chunked\r\n"
         else:
             framing_line = b""
-        out = _Writer(self.sock, _client_error, chunked=chunked)
-        out.write(b"".join((
+        head = b"".join((
             b"HTTP/1.1 %s\r\n" % resp.start[9:],
             resp.filtered_block(_RESPONSE_DROP if mode == "none" else _RESPONSE_DROP_FRAMED),
             framing_line, b"" if client_keep else b"Connection: close\r\n", b"\r\n",
-        )))
+        ))
         self.status_sent = int(code)
+        buffered = conn.reader.buf
         if mode == "none":
-            out.flush()
+            _send_all(self.sock, head, _client_error)
+        elif mode == "length" and len(buffered) >= length:  # the common small reply, already here
+            _send_all(self.sock, head + buffered[:length], _client_error)
+            del buffered[:length]
         else:
+            out = _Writer(self.sock, _client_error, chunked=chunked)
+            out.write(head)
             _relay_body(conn.reader, out, mode, length)
         if upstream_keep:
             self.server.pool.release(up, conn)

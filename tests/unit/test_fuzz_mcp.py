@@ -8,6 +8,7 @@ Only `handle_message` is called, so a Wait is inspected and never waited on.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import cast
@@ -113,12 +114,20 @@ def requests(draw: st.DrawFn) -> dict[str, object]:
     ))
 
 
-def answer(msg: object) -> Reply | Wait:
-    """handle_message against a fresh queue; checks the answer is well-formed."""
+@pytest.fixture(scope="module")
+def queue_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A filled queue folder, made once (writes fsync) and copied for each example."""
+    queue_dir = tmp_path_factory.mktemp("queue") / IDENTITY
+    queue_dir.mkdir()
+    fill_queue(queue_dir)
+    return queue_dir
+
+
+def answer(msg: object, template: Path) -> Reply | Wait:
+    """handle_message against a fresh copy of the queue; checks the answer is well-formed."""
     with tempfile.TemporaryDirectory() as tmp:
         queue_dir = Path(tmp) / IDENTITY
-        queue_dir.mkdir()
-        fill_queue(queue_dir)
+        shutil.copytree(template, queue_dir, symlinks=True)
         logs: list[str] = []
         config = SuperviseConfig(queue_dir=queue_dir, identity=IDENTITY, log=logs.append)
         outcome = parse(lambda: handle_message(msg, config))
@@ -149,14 +158,14 @@ def assert_reply_is_sound(reply: Reply) -> None:
 
 @fuzz_settings(300)
 @given(json_values)
-def test_any_json_value_gets_a_reply(msg: object) -> None:
-    answer(msg)
+def test_any_json_value_gets_a_reply(queue_template: Path, msg: object) -> None:
+    answer(msg, queue_template)
 
 
 @fuzz_settings(600)
 @given(requests())
-def test_near_valid_requests_get_a_reply_or_a_wait(msg: dict[str, object]) -> None:
-    answer(msg)
+def test_near_valid_requests_get_a_reply_or_a_wait(queue_template: Path, msg: dict[str, object]) -> None:
+    answer(msg, queue_template)
 
 
 # --- bugs found by the tests above, not fixed yet ----------------------------------------
