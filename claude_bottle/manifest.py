@@ -141,6 +141,9 @@ def load_manifest_file(path: Path) -> Manifest:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise BottleError(f"{source}: line {e.lineno} column {e.colno}: not valid JSON: {e.msg}") from None
+    except (RecursionError, ValueError) as e:  # absurd nesting, a number past Python's digit limit
+        detail = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split())
+        raise BottleError(f"{source}: not a usable manifest: {detail}") from None
     return Manifest.from_json(obj, source=source, base_dir=path.parent.resolve())
 
 
@@ -226,7 +229,10 @@ def _str_list(v: object, where: str) -> list[str]:
 
 
 def _path(v: object, where: str, base_dir: Path) -> Path:
-    return (base_dir / Path(_str(v, where)).expanduser()).resolve()
+    try:
+        return (base_dir / Path(_str(v, where)).expanduser()).resolve()
+    except (RuntimeError, ValueError) as e:  # ~unknownuser, an embedded NUL, unencodable text
+        raise BottleError(f"{where}: not a usable path: {' '.join(str(e).split())}") from None
 
 
 def _bottle(name: str, obj: object, *, source: str, base_dir: Path) -> Bottle:
@@ -264,6 +270,8 @@ def _bottle(name: str, obj: object, *, source: str, base_dir: Path) -> Bottle:
             raise BottleError(f"{where}.env.{key}: set by claude-bottle itself and cannot be overridden")
         if not isinstance(value, str):
             raise BottleError(f"{where}.env.{key}: must be a string, not {_json_type(value)}")
+        if not value.isprintable():
+            raise BottleError(f"{where}.env.{key}: must not contain control characters")
         if "${" in value:
             raise BottleError(
                 f"{where}.env.{key}: env values reach the agent verbatim, so they cannot reference "
@@ -290,10 +298,8 @@ def _agent(name: str, obj: object, *, source: str, base_dir: Path, bottles: Mapp
         known = ", ".join(sorted(bottles)) or "none defined"
         raise BottleError(f"{where}.bottle: names bottle {bottle!r}, which is not defined (bottles: {known})")
     prompt = _path(a["prompt"], f"{where}.prompt", base_dir) if "prompt" in a else None
-    skills = tuple(
-        (base_dir / Path(s).expanduser()).resolve()
-        for s in _str_list(a.get("skills", []), f"{where}.skills")
-    )
+    skills = tuple(_path(s, f"{where}.skills[{i}]", base_dir)
+                   for i, s in enumerate(_str_list(a.get("skills", []), f"{where}.skills")))
     model = _str(a["model"], f"{where}.model") if "model" in a else None
     skip = a.get("skip_permissions", True)
     if not isinstance(skip, bool):

@@ -82,7 +82,11 @@ def upstream_problem(upstream: str) -> str | None:
         return "must not have a query (?...)"
     if "#" in upstream:
         return "must not have a fragment (#...)"
-    parts = urlsplit(upstream)
+    try:
+        parts = urlsplit(upstream)
+        parts.hostname  # noqa: B018 -- raises on a malformed [IPv6] literal
+    except ValueError:
+        return "has a malformed host"
     if "@" in parts.netloc:
         return "must not contain userinfo (user:password@); put credentials in the header value"
     if not parts.hostname:
@@ -115,7 +119,7 @@ def _route_from_json(obj: object, *, where: str) -> CredProxyRoute:
     route = cast("dict[str, object]", obj)  # JSON object keys are always strings
     unknown = sorted(set(route) - set(ROUTE_KEYS))
     if unknown:
-        raise BottleError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(ROUTE_KEYS)})")
+        raise BottleError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(ROUTE_KEYS)})")
     for key in _REQUIRED_KEYS:
         if key not in route:
             raise BottleError(f"{where}: missing key {key!r}")
@@ -195,13 +199,15 @@ def parse_routes_file(text: str, *, where: str) -> tuple[CredProxyRoute, ...]:
     except json.JSONDecodeError as e:
         raise BottleError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except ValueError as e:
-        raise BottleError(f"{where}: {e}") from None
+        raise BottleError(f"{where}: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise BottleError(f"{where}: nested too deeply to be a routes file") from None
     if not isinstance(obj, dict):
         raise BottleError(f"{where}: must be a JSON object with key 'routes', not {_json_type(obj)}")
     top = cast("dict[str, object]", obj)
     unknown = sorted(set(top) - {"routes"})
     if unknown:
-        raise BottleError(f"{where}: {unknown[0]}: unknown key (known: routes)")
+        raise BottleError(f"{where}: unknown key {unknown[0]!r} (known: routes)")
     if "routes" not in top:
         raise BottleError(f"{where}: missing key 'routes'")
     return routes_from_json(top["routes"], where=f"{where}: routes")

@@ -52,18 +52,38 @@ POOL_IDLE_SECONDS = 20.0
 # can be replayed anyway skips the poll() that detects a closed one, if it is this fresh.
 POOL_FRESH_SECONDS = 1.0
 POOL_MAX_IDLE = 32
+LOG_FLUSH_SECONDS = 0.05
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
     b"upgrade", b"proxy-authorization", b"proxy-authenticate",
 })
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
-_ORIGIN_FORM = re.compile(rb"/[\x21-\x7e]*")
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
+
+# --- HTTP/1.1 grammar ----------------------------------------------------------------
+# A whole head is validated and split by one regex match: done line by line in Python,
+# parsing would cost more than everything else the proxy does per request.
+_TCHAR = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
+_FIELDS = rb"(?P<fields>(?:" + _TCHAR + rb"+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n"
+_REQUEST_HEAD = re.compile(rb"(" + _TCHAR + rb"+) (/[\x21-\x7e]*) HTTP/1\.([01])\r\n" + _FIELDS)
+_RESPONSE_HEAD = re.compile(rb"HTTP/1\.([01]) ([0-9]{3}(?: [^\x00-\x08\x0a-\x1f\x7f]*)?)\r\n" + _FIELDS)
+_FIELD_BLOCK = re.compile(_FIELDS[:-4])
+_TOKEN = re.compile(_TCHAR + rb"+")
+_SPECIAL_FIELDS = re.compile(rb"^(connection|transfer-encoding|content-length|expect):[ \t]*([^\r\n]*)",
+                             re.IGNORECASE | re.MULTILINE)
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
-_INTERESTING = frozenset({b"connection", b"transfer-encoding", b"content-length", b"expect"})
+_NO_FIELDS: Mapping[bytes, list[bytes]] = {}
+
+
+def _field_lines(names: Iterable[bytes]) -> re.Pattern[bytes]:
+    """Matches whole lines of the named fields in a header block (lines ending in CRLF)."""
+    alternatives = b"|".join(re.escape(n) for n in sorted(set(names)))
+    return re.compile(rb"^(?:" + alternatives + rb"):[^\r\n]*\r\n", re.IGNORECASE | re.MULTILINE)
+
+
+_REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+_RESPONSE_DROP = _field_lines(HOP_BY_HOP)
+_RESPONSE_DROP_FRAMED = _field_lines(HOP_BY_HOP | {b"content-length"})
 
 
 class _Refusal(Exception):
@@ -82,7 +102,81 @@ class _UpstreamFailed(Exception):
         self.timeout = timeout
 
 
-# --- configuration --------------------------------------------------------------
+def _special_fields(fields: bytes) -> Mapping[bytes, list[bytes]]:
+    """Values of the fields that decide framing and connection handling, by lowercase name."""
+    found: list[tuple[bytes, bytes]] = _SPECIAL_FIELDS.findall(fields)
+    if not found:
+        return _NO_FIELDS
+    special: dict[bytes, list[bytes]] = {}
+    for name, value in found:
+        special.setdefault(name.lower(), []).append(value.rstrip(b" \t"))
+    return special
+
+
+def _tokens(special: Mapping[bytes, list[bytes]], name: bytes) -> list[bytes]:
+    if name not in special:
+        return []
+    return [t.strip().lower() for v in special[name] for t in v.split(b",") if t.strip()]
+
+
+def _without(fields: bytes, special: Mapping[bytes, list[bytes]], drop: re.Pattern[bytes]) -> bytes:
+    """`fields` without `drop`'s lines, nor those that Connection names as hop-by-hop."""
+    fields = drop.sub(b"", fields)
+    extra = set(_tokens(special, b"connection")) - {b"close", b"keep-alive"}
+    return _field_lines(extra).sub(b"", fields) if extra else fields
+
+
+def _body_framing(special: Mapping[bytes, list[bytes]], fail: Callable[[str], Exception]) -> tuple[str, int]:
+    """("chunked", 0), ("length", n) or ("none", 0) when no body is declared."""
+    if not special:
+        return "none", 0
+    lengths = set(special.get(b"content-length", ()))
+    if b"transfer-encoding" in special:
+        if lengths:
+            raise fail("both Transfer-Encoding and Content-Length")
+        if _tokens(special, b"transfer-encoding") != [b"chunked"]:
+            raise fail("unsupported Transfer-Encoding")
+        return "chunked", 0
+    if not lengths:
+        return "none", 0
+    length = lengths.pop()
+    if lengths or not length.isdigit() or len(length) > 18:
+        raise fail("invalid Content-Length")
+    return "length", int(length)
+
+
+def _check_path(path: bytes) -> None:
+    """Refuse what could leave the route's prefix once the upstream decodes the path."""
+    for segment in path.split(b"/"):
+        if b"%" in segment:
+            if _BAD_PERCENT.search(segment):
+                raise _Refusal(400, "malformed percent-encoding in the path")
+            segment = unquote_to_bytes(segment)
+        if segment in (b".", b".."):
+            raise _Refusal(400, "dot segments (. and ..) are not allowed in the path")
+        if b"/" in segment or b"\\" in segment or b"\0" in segment:
+            raise _Refusal(400, "encoded slashes, backslashes and NUL are not allowed in the path")
+
+
+def _why_not_a_request(head: bytes) -> _Refusal:
+    """The refusal for a complete request head that the request grammar does not match."""
+    start, _, fields = head.partition(b"\r\n")
+    parts = start.split(b" ")
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]):
+        return _Refusal(400, "malformed request line")
+    method, target, version = parts
+    if method == b"CONNECT":
+        return _Refusal(405, "CONNECT is refused: this is not a forward proxy")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return _Refusal(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+    if not target.startswith(b"/"):
+        return _Refusal(400, "only origin-form request targets (/<route>/<path>) are accepted")
+    if not _FIELD_BLOCK.fullmatch(fields[:-2]):
+        return _Refusal(400, "malformed header line")
+    return _Refusal(400, "the request target has spaces, control or non-ASCII characters")
+
+
+# --- configuration --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -107,7 +201,7 @@ class Upstream:
 class LiveRoute:
     route: CredProxyRoute
     upstream: Upstream
-    drop_headers: re.Pattern[bytes]  # what the client sent that is not forwarded
+    drop_fields: re.Pattern[bytes]  # what the client sent that is not forwarded
     credential_line: bytes | None  # "Header: value\r\n", rendered once per (re)load
     missing_secret: str | None
 
@@ -124,7 +218,7 @@ class ProxyConfig:
                 line, missing = f"{r.header}: {render_value(r.value, secrets)}\r\n".encode("latin-1"), None
             except MissingSecretError as e:
                 line, missing = None, e.name
-            drop = _header_line_pattern(_REQUEST_DROP | {r.header.lower().encode("ascii")})
+            drop = _field_lines(_REQUEST_DROP | {r.header.lower().encode("ascii")})
             live[r.name] = LiveRoute(r, Upstream.from_url(r.upstream), drop, line, missing)
         return ProxyConfig(live)
 
@@ -167,7 +261,7 @@ def load_config(routes_path: Path, secrets_path: Path | None, environ: Mapping[s
     return ProxyConfig.build(routes, secrets)
 
 
-# --- byte-level HTTP/1.1 -----------------------------------------------------------
+# --- byte-level I/O ---------------------------------------------------------------------
 
 
 def _set_io_timeout(sock: socket.socket, seconds: int) -> None:
@@ -178,64 +272,13 @@ def _set_io_timeout(sock: socket.socket, seconds: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
-def _header_line_pattern(names: Iterable[bytes]) -> re.Pattern[bytes]:
-    """Matches whole header lines with any of `names` in a CRLF-terminated header block."""
-    alternatives = b"|".join(re.escape(n) for n in sorted(set(names)))
-    return re.compile(rb"^(?:" + alternatives + rb"):[^\r\n]*\r\n", re.IGNORECASE | re.MULTILINE)
-
-
-# Header blocks are filtered with one regex each instead of line by line in Python:
-# this is the hot path, and it runs on every request and every response.
-_SPECIAL_HEADERS = re.compile(rb"^(connection|transfer-encoding|content-length|expect):[ \t]*([^\r\n]*)",
-                              re.IGNORECASE | re.MULTILINE)
-_RESPONSE_DROP = _header_line_pattern(HOP_BY_HOP)
-_RESPONSE_DROP_FRAMED = _header_line_pattern(HOP_BY_HOP | {b"content-length"})
-_REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
-_CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive"})
-
-
-class _Head:
-    """A message head: start line, header block (lines ending in CRLF), and the values of
-    the few headers that decide framing and connection handling, by lowercase name."""
-
-    __slots__ = ("start", "block", "special")
-
-    def __init__(self, start: bytes, block: bytes) -> None:
-        self.start = start
-        self.block = block
-        self.special: dict[bytes, list[bytes]] = {}
-        for name, value in _SPECIAL_HEADERS.findall(block):
-            self.special.setdefault(name.lower(), []).append(value.rstrip(b" \t"))
-
-    def tokens(self, name: bytes) -> list[bytes]:
-        if name not in self.special:
-            return []
-        return [t.strip().lower() for v in self.special[name] for t in v.split(b",") if t.strip()]
-
-    def filtered_block(self, drop: re.Pattern[bytes]) -> bytes:
-        """The header block without `drop`'s lines, nor those Connection names as hop-by-hop."""
-        block = drop.sub(b"", self.block)
-        if b"connection" in self.special:
-            extra = set(self.tokens(b"connection")) - _CONNECTION_KEYWORDS
-            if extra:
-                block = _header_line_pattern(extra).sub(b"", block)
-        return block
-
-    def body_framing(self, fail: Callable[[str], Exception]) -> tuple[str, int]:
-        """("chunked", 0), ("length", n) or ("none", 0) when no body is declared."""
-        lengths = set(self.special.get(b"content-length", ()))
-        if b"transfer-encoding" in self.special:
-            if lengths:
-                raise fail("both Transfer-Encoding and Content-Length")
-            if self.tokens(b"transfer-encoding") != [b"chunked"]:
-                raise fail("unsupported Transfer-Encoding")
-            return "chunked", 0
-        if not lengths:
-            return "none", 0
-        length = lengths.pop()
-        if lengths or not length.isdigit() or len(length) > 18:
-            raise fail("invalid Content-Length")
-        return "length", int(length)
+def _send_all(sock: socket.socket, data: bytes, error: Callable[[str, bool], Exception]) -> None:
+    try:
+        sock.sendall(data)
+    except (BlockingIOError, TimeoutError, ssl.SSLWantWriteError):
+        raise error("timed out", True) from None
+    except OSError as e:
+        raise error(e.strerror or str(e), False) from None
 
 
 class _Reader:
@@ -263,8 +306,29 @@ class _Reader:
         except OSError as e:
             raise self.error(e.strerror or str(e), False) from None
 
-    def read_head(self, *, line_max: int, head_max: int, lines_max: int) -> _Head | None:
-        """The next message head, or None on a clean close before its first byte."""
+    def read_head(
+        self, grammar: re.Pattern[bytes], *, line_max: int, head_max: int, lines_max: int,
+    ) -> tuple[bytes, ...] | bytes | None:
+        """The groups of the next head if `grammar` matches it, else the whole head; None
+        on a clean close before its first byte. Raises a 414 or 431 _Refusal over a limit."""
+        buf = self.buf
+        if not buf:
+            data = self._recv(IO_CHUNK)
+            if not data:
+                return None
+            buf += data
+        m = grammar.match(buf)
+        if m is not None and m.end() <= line_max and m["fields"].count(b"\n") <= lines_max:
+            groups = cast("tuple[bytes, ...]", m.groups())
+            del buf[:m.end()]
+            return groups
+        head = self._read_whole_head(line_max=line_max, head_max=head_max, lines_max=lines_max)
+        if head is None:
+            return None
+        m = grammar.fullmatch(head)
+        return cast("tuple[bytes, ...]", m.groups()) if m else head
+
+    def _read_whole_head(self, *, line_max: int, head_max: int, lines_max: int) -> bytes | None:
         buf = self.buf
         scanned = 0
         while True:
@@ -285,18 +349,15 @@ class _Reader:
                     return None
                 raise self.malformed("connection closed in the middle of a message head")
             buf += data
-        start = bytes(buf[:first])
-        block = bytes(buf[first + 2:end + 2])
+        head = bytes(buf[:end + 4])
         del buf[:end + 4]
-        if len(start) > line_max:
+        if first > line_max:
             raise _Refusal(414, f"request line longer than {line_max} bytes")
-        if len(block) > head_max:
+        if end - first > head_max:
             raise _Refusal(431, f"headers larger than {head_max} bytes")
-        if block.count(b"\n") > lines_max:
+        if head.count(b"\n", first) - 1 > lines_max:
             raise _Refusal(431, f"more than {lines_max} header lines")
-        if not _HEADER_BLOCK.fullmatch(block):
-            raise self.malformed("malformed header line")
-        return _Head(start, block)
+        return head
 
     def read_line(self, limit: int) -> bytes:
         buf = self.buf
@@ -364,26 +425,11 @@ class _Writer:
         self.flush()
 
     def flush(self) -> None:
-        if not self.parts:
-            return
-        data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-        self.parts.clear()
-        self.size = 0
-        try:
-            self.sock.sendall(data)
-        except (BlockingIOError, TimeoutError, ssl.SSLWantWriteError):
-            raise self.error("timed out", True) from None
-        except OSError as e:
-            raise self.error(e.strerror or str(e), False) from None
-
-
-def _send_all(sock: socket.socket, data: bytes, error: Callable[[str, bool], Exception]) -> None:
-    try:
-        sock.sendall(data)
-    except (BlockingIOError, TimeoutError, ssl.SSLWantWriteError):
-        raise error("timed out", True) from None
-    except OSError as e:
-        raise error(e.strerror or str(e), False) from None
+        if self.parts:
+            data = b"".join(self.parts)
+            self.parts.clear()
+            self.size = 0
+            _send_all(self.sock, data, self.error)
 
 
 def _client_error(message: str, timeout: bool) -> Exception:
@@ -443,26 +489,6 @@ def _relay_body(src: _Reader, dst: _Writer, mode: str, length: int) -> None:
     finally:
         src.on_block = None
     dst.end()
-
-
-def _split_target(target: bytes) -> tuple[str, bytes, bytes]:
-    """An origin-form target as (route name, rest of the path, "?query" or b""), refusing
-    anything that could leave the route's prefix once the upstream decodes it."""
-    if not _ORIGIN_FORM.fullmatch(target):
-        raise _Refusal(400, "the request target has spaces, control or non-ASCII characters")
-    path, qmark, query = target.partition(b"?")
-    if b"%" in path or b"\\" in path or b"/." in path:
-        for segment in path.split(b"/"):
-            if b"%" in segment:
-                if _BAD_PERCENT.search(segment):
-                    raise _Refusal(400, "malformed percent-encoding in the path")
-                segment = unquote_to_bytes(segment)
-            if segment in (b".", b".."):
-                raise _Refusal(400, "dot segments (. and ..) are not allowed in the path")
-            if b"/" in segment or b"\\" in segment or b"\0" in segment:
-                raise _Refusal(400, "encoded slashes, backslashes and NUL are not allowed in the path")
-    name, slash, rest = path[1:].partition(b"/")
-    return name.decode("ascii"), slash + rest, qmark + query
 
 
 # --- upstream connections -------------------------------------------------------------
@@ -552,10 +578,8 @@ class UpstreamPool:
         return _UpstreamConn(sock)
 
 
-# --- the server ------------------------------------------------------------------------
+# --- logging ------------------------------------------------------------------------------
 
-
-LOG_FLUSH_SECONDS = 0.05
 _pending_log: deque[str] = deque()
 _log_flusher_started = threading.Lock()
 
@@ -590,6 +614,9 @@ def _log(line: str) -> None:
 def warn_missing_secrets(config: ProxyConfig) -> None:
     for name in config.missing_secrets():
         _log(f"warning: ${{{name}}} is not set or not usable; requests on routes that use it get 502")
+
+
+# --- the server ----------------------------------------------------------------------------
 
 
 class CredProxyServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -670,96 +697,82 @@ class _ClientSession:
             pass
 
     def _reply(self, status: int, text: str, *, keep: bool = False) -> None:
+        self.status_sent = status
         body = f"{text}\n".encode()
         close = "" if keep else "Connection: close\r\n"
-        _send_all(self.sock, 
-            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\n{close}\r\n".encode() + body, _client_error,
-        )
+        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\n{close}\r\n")
+        _send_all(self.sock, head.encode() + body, _client_error)
 
     def _serve_one(self) -> bool:
         self.method, self.route_name, self.status_sent = "-", "-", 0
-        try:
-            head = self.reader.read_head(line_max=MAX_REQUEST_LINE, head_max=MAX_HEADER_BYTES,
-                                         lines_max=MAX_HEADER_LINES)
-        except _Refusal as r:
-            self._reply(r.status, f"cred-proxy: {r}")
-            self.server.request_log(f"- - {r.status} 0.0ms")
-            return False
-        if head is None:
-            return False
         started = time.perf_counter()
         keep = False
         try:
-            keep = self._dispatch(head)
+            request = self.reader.read_head(_REQUEST_HEAD, line_max=MAX_REQUEST_LINE,
+                                            head_max=MAX_HEADER_BYTES, lines_max=MAX_HEADER_LINES)
+            if request is None:
+                return False
+            started = time.perf_counter()  # time the request, not the wait for it
+            if isinstance(request, bytes):
+                method = request.split(b" ", 1)[0]
+                if _TOKEN.fullmatch(method):
+                    self.method = method.decode("ascii")
+                raise _why_not_a_request(request)
+            keep = self._handle(*request)
         except _Refusal as r:
-            self.status_sent = r.status
             self._reply(r.status, f"cred-proxy: {r}")
         except _UpstreamFailed as e:
             # Once the response head is out, cutting the connection is the only way to say so.
             if not self.status_sent:
-                self.status_sent = 504 if e.timeout else 502
-                self._reply(self.status_sent, f"cred-proxy: upstream of route {self.route_name!r} failed: {e}")
+                self._reply(504 if e.timeout else 502, f"cred-proxy: upstream of route {self.route_name!r} failed: {e}")
         except _ClientGone:
             self.status_sent = self.status_sent or 499
-        finally:
-            elapsed = (time.perf_counter() - started) * 1000
-            self.server.request_log(f"{self.method} {self.route_name} {self.status_sent} {elapsed:.1f}ms")
+        self.server.request_log(
+            f"{self.method} {self.route_name} {self.status_sent} {(time.perf_counter() - started) * 1000:.1f}ms"
+        )
         return keep
 
-    def _dispatch(self, head: _Head) -> bool:
-        parts = head.start.split(b" ")
-        if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]):
-            raise _Refusal(400, "malformed request line")
-        method, target, version = parts
+    def _handle(self, method: bytes, target: bytes, minor: bytes, fields: bytes) -> bool:
         self.method = method.decode("ascii")
-        if version != b"HTTP/1.1" and version != b"HTTP/1.0":
-            raise _Refusal(505, "only HTTP/1.0 and HTTP/1.1 are supported")
-        if method == b"CONNECT":
-            raise _Refusal(405, "CONNECT is refused: this is not a forward proxy")
-        if not target.startswith(b"/"):
-            raise _Refusal(400, "only origin-form request targets (/<route>/<path>) are accepted")
-        framing = head.body_framing(_client_malformed)
-        client_keep = version == b"HTTP/1.1" and b"close" not in head.tokens(b"connection")
-
-        if target == b"/_health" or target.startswith(b"/_health?"):
-            if method not in (b"GET", b"HEAD"):
+        if method == b"CONNECT" or method == b"TRACE":
+            raise _Refusal(405, f"{self.method} is refused: this is a reverse proxy that adds credentials")
+        special = _special_fields(fields)
+        mode, length = _body_framing(special, _client_malformed)
+        client_keep = minor == b"1" and b"close" not in _tokens(special, b"connection")
+        path, qmark, query = target.partition(b"?")
+        if path == b"/_health":
+            if method != b"GET" and method != b"HEAD":
                 raise _Refusal(405, "/_health answers GET only")
-            keep = client_keep and framing[0] == "none"
+            keep = client_keep and mode == "none"
             self._reply(200, "ok", keep=keep)
-            self.status_sent = 200
             return keep
-        name, rest, query = _split_target(target)
+        if b"%" in path or b"\\" in path or b"/." in path:
+            _check_path(path)
+        name, slash, rest = path[1:].partition(b"/")
         config = self.server.config
-        live = config.routes.get(name)
+        live = config.routes.get(name.decode("ascii"))
         if live is None:
-            raise _Refusal(404, f"no route named {name!r} (routes: {', '.join(sorted(config.routes)) or 'none'})")
-        self.route_name = name
-        if method == b"TRACE":
-            raise _Refusal(405, "TRACE is refused: it would echo the injected credential back")
+            known = ", ".join(sorted(config.routes)) or "none"
+            raise _Refusal(404, f"no route named {name.decode('ascii')!r} (routes: {known})")
+        self.route_name = live.route.name
         if live.credential_line is None:
-            raise _Refusal(502, f"route {name!r} needs secret ${{{live.missing_secret}}}, "
+            raise _Refusal(502, f"route {self.route_name!r} needs secret ${{{live.missing_secret}}}, "
                                 "which the proxy does not have")
-        return self._forward(method, live, (live.upstream.path_prefix + rest or b"/") + query, head, framing,
-                             client_keep)
 
-    def _forward(
-        self, method: bytes, live: LiveRoute, path: bytes, head: _Head, framing: tuple[str, int], client_keep: bool,
-    ) -> bool:
         up = live.upstream
-        mode, length = framing
         if mode == "chunked":
-            framing_line = b"Transfer-Encoding: chunked\r\n"
+            framing = b"Transfer-Encoding: chunked\r\n"
         elif mode == "length":
-            framing_line = b"Content-Length: %d\r\n" % length
+            framing = b"Content-Length: %d\r\n" % length
         else:
-            framing_line = b""
+            framing = b""
         request_head = b"".join((
-            b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, path, up.host_header),
-            head.filtered_block(live.drop_headers), live.credential_line or b"", framing_line, b"\r\n",
+            method, b" ", up.path_prefix + slash + rest or b"/", qmark, query, b" HTTP/1.1\r\nHost: ",
+            up.host_header, b"\r\n", _without(fields, special, live.drop_fields), live.credential_line, framing,
+            b"\r\n",
         ))
-
-        if mode != "none" and b"100-continue" in head.tokens(b"expect"):
+        if mode != "none" and b"100-continue" in _tokens(special, b"expect"):
             _send_all(self.sock, b"HTTP/1.1 100 Continue\r\n\r\n", _client_error)
         payload: bytes | None = None
         if mode == "none":
@@ -767,28 +780,18 @@ class _ClientSession:
         elif mode == "length" and length <= REPLAYABLE_BODY:
             payload = request_head + self.reader.read_exact(length)
 
-        conn, resp = self._exchange(up, request_head, payload, mode, length)
-        while True:
-            status = _STATUS_LINE.fullmatch(resp.start)
-            if status is None:
-                conn.close()
-                raise _UpstreamFailed("malformed status line")
-            if not status[2].startswith(b"1"):
-                break
-            if status[2] == b"101":
-                conn.close()
-                raise _UpstreamFailed("the upstream tried to switch protocols")
-            resp = self._read_response_head(conn)
+        conn, response = self._exchange(up, request_head, payload, mode, length)
         try:
-            return self._relay_response(method, up, conn, resp, status[1] == b"1", client_keep)
+            return self._relay_response(method, up, conn, response, client_keep)
         except BaseException:
             conn.close()
             raise
 
     def _exchange(
         self, up: Upstream, request_head: bytes, payload: bytes | None, mode: str, length: int,
-    ) -> tuple[_UpstreamConn, _Head]:
-        """Send the request, read the response head; replay once if a pooled connection was stale."""
+    ) -> tuple[_UpstreamConn, tuple[bytes, ...]]:
+        """Send the request and read the final response head; if a pooled connection turns
+        out closed before any response, replay once on a fresh one (when the body allows)."""
         for attempt in range(2):
             conn, reused = self.server.pool.acquire(up, replayable=payload is not None)
             try:
@@ -798,58 +801,64 @@ class _ClientSession:
                     out = _Writer(conn.sock, _upstream_error, chunked=mode == "chunked")
                     out.write(request_head)
                     _relay_body(self.reader, out, mode, length)
-                return conn, self._read_response_head(conn)
+                while True:
+                    response = conn.reader.read_head(_RESPONSE_HEAD, line_max=MAX_REQUEST_LINE,
+                                                     head_max=MAX_RESPONSE_HEAD, lines_max=2 * MAX_HEADER_LINES)
+                    if response is None:
+                        raise _UpstreamFailed("closed the connection without responding")
+                    if isinstance(response, bytes):
+                        raise _UpstreamFailed("malformed response head")
+                    if response[1][0] != 0x31:  # not 1xx
+                        return conn, response
+                    if response[1].startswith(b"101"):
+                        raise _UpstreamFailed("the upstream tried to switch protocols")
             except _UpstreamFailed:
                 conn.close()
                 if not (reused and payload is not None and attempt == 0):
                     raise
+            except _Refusal as r:
+                conn.close()
+                if r.status in (414, 431):  # a limit hit by the response head
+                    raise _UpstreamFailed(f"response head too large: {r}") from None
+                raise
             except BaseException:
                 conn.close()
                 raise
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _read_response_head(conn: _UpstreamConn) -> _Head:
-        try:
-            head = conn.reader.read_head(line_max=MAX_REQUEST_LINE, head_max=MAX_RESPONSE_HEAD,
-                                         lines_max=2 * MAX_HEADER_LINES)
-        except _Refusal as r:
-            raise _UpstreamFailed(f"response head too large: {r}") from None
-        if head is None:
-            raise _UpstreamFailed("closed the connection without responding")
-        return head
-
     def _relay_response(
-        self, method: bytes, up: Upstream, conn: _UpstreamConn, resp: _Head, upstream_http11: bool, client_keep: bool,
+        self, method: bytes, up: Upstream, conn: _UpstreamConn, response: tuple[bytes, ...], client_keep: bool,
     ) -> bool:
-        code = resp.start[9:12]
+        minor, status, fields = response
+        special = _special_fields(fields)
+        code = status[:3]
         if method == b"HEAD" or code == b"204" or code == b"304":
             mode, length = "none", 0
-        elif b"transfer-encoding" in resp.special:
-            mode, length = ("chunked" if resp.tokens(b"transfer-encoding")[-1:] == [b"chunked"] else "eof"), 0
+        elif b"transfer-encoding" in special:
+            mode, length = ("chunked" if _tokens(special, b"transfer-encoding")[-1:] == [b"chunked"] else "eof"), 0
         else:
-            mode, length = resp.body_framing(_upstream_malformed)
+            mode, length = _body_framing(special, _upstream_malformed)
             if mode == "none":
                 mode = "eof"
-        upstream_keep = upstream_http11 and b"close" not in resp.tokens(b"connection") and mode != "eof"
+        upstream_keep = minor == b"1" and mode != "eof" and b"close" not in _tokens(special, b"connection")
         # HTTP/1.0 clients get an unframed body and the connection closed after it.
-        chunked = client_keep and mode in ("chunked", "eof")
+        chunked = client_keep and (mode == "chunked" or mode == "eof")
         if mode == "length":
-            framing_line = b"Content-Length: %d\r\n" % length
+            framing = b"Content-Length: %d\r\n" % length
         elif chunked:
-            framing_line = b"Transfer-Encoding: chunked\r\n"
+            framing = b"Transfer-Encoding: chunked\r\n"
         else:
-            framing_line = b""
+            framing = b""
         head = b"".join((
-            b"HTTP/1.1 %s\r\n" % resp.start[9:],
-            resp.filtered_block(_RESPONSE_DROP if mode == "none" else _RESPONSE_DROP_FRAMED),
-            framing_line, b"" if client_keep else b"Connection: close\r\n", b"\r\n",
+            b"HTTP/1.1 ", status, b"\r\n",
+            _without(fields, special, _RESPONSE_DROP if mode == "none" else _RESPONSE_DROP_FRAMED),
+            framing, b"" if client_keep else b"Connection: close\r\n", b"\r\n",
         ))
         self.status_sent = int(code)
         buffered = conn.reader.buf
         if mode == "none":
             _send_all(self.sock, head, _client_error)
-        elif mode == "length" and len(buffered) >= length:  # the common small reply, already here
+        elif mode == "length" and len(buffered) >= length:  # the common small reply, all here already
             _send_all(self.sock, head + buffered[:length], _client_error)
             del buffered[:length]
         else:
@@ -861,6 +870,9 @@ class _ClientSession:
         else:
             conn.close()
         return client_keep
+
+
+# --- command line ----------------------------------------------------------------------------
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:

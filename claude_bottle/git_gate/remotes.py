@@ -83,7 +83,7 @@ def _remote_from_json(entry: object, at: str, base_dir: Path) -> GitRemote:
     fields = {str(k): v for k, v in raw.items()}
     unknown = sorted(set(fields) - set(REMOTE_KEYS))
     if unknown:
-        raise BottleError(f"{at}.{unknown[0]}: unknown key (known: {', '.join(REMOTE_KEYS)})")
+        raise BottleError(f"{at}: unknown key {unknown[0]!r} (known: {', '.join(REMOTE_KEYS)})")
     for key in ("name", "url"):
         if key not in fields:
             raise BottleError(f"{at}.{key}: is required")
@@ -120,7 +120,10 @@ def _remote_from_json(entry: object, at: str, base_dir: Path) -> GitRemote:
         raw_path = _string(fields["identity_file"], f"{at}.identity_file")
         if parsed.scheme != "ssh":
             raise BottleError(f"{at}.identity_file: only for ssh urls; an https remote takes a token (\"${{ENV_NAME}}\")")
-        identity_file = (base_dir / Path(raw_path).expanduser()).resolve()
+        try:
+            identity_file = (base_dir / Path(raw_path).expanduser()).resolve()
+        except (RuntimeError, ValueError) as e:  # ~unknownuser, NUL, unencodable
+            raise BottleError(f"{at}.identity_file: not a usable path: {' '.join(str(e).split())}") from None
     if "token" in fields:
         token = _string(fields["token"], f"{at}.token")
         if parsed.scheme != "https":

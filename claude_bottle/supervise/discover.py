@@ -88,11 +88,12 @@ def discover_pending(queue_root: Path) -> list[PendingItem]:
             continue
         folder = queue_root / entry.name
         if entry.is_symlink():
-            items.append(PendingItem(entry.name, "", folder, "", error=f"{folder}: is a symlink; never followed"))
+            items.append(PendingItem(entry.name, "", folder, "", error=f"{shown(entry.name)}: is a symlink; never followed"))
         elif not entry.is_dir(follow_symlinks=False):
             continue
         elif not IDENTITY_RE.fullmatch(entry.name):
-            items.append(PendingItem(entry.name, "", folder, "", error=f"{folder}: not named like a bottle identity"))
+            items.append(PendingItem(entry.name, "", folder, "",
+                                     error=f"{shown(entry.name)}: not named like a bottle identity"))
         else:
             items.extend(_pending_in(folder, entry.name, seen))
     _seen = seen  # only what exists now: the memory never outgrows the queue

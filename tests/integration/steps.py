@@ -1,5 +1,7 @@
-"""A launch seen from outside: which of a bottle's objects exist yet, launchers in their
-own process group, and what a failed or killed launch left behind.
+"""Helpers for the fault and concurrency tests: a launch seen from outside (which of a
+bottle's objects exist yet), launchers in their own process group, what a killed launch
+left behind, a `docker` shim that logs, delays or refuses calls, a tiny filesystem that
+fills up, and a restart of the machine's dockerd.
 
 The launch creates, for one identity: two networks, then the sidecars (each `docker
 create`, `docker cp`, `network connect`, `docker start`) in parallel with the agent
@@ -156,8 +158,9 @@ def watched_launch(env: Env, *args: str) -> Generator[tuple[Events, subprocess.P
 
 def named(identity: str) -> tuple[list[str], list[str]]:
     """Containers and networks *named* after the identity, labelled or not."""
-    containers = docker("ps", "-a", "--filter", f"name=claude-bottle-{identity}", "--format", "{{.Names}}").stdout.split()
-    networks = docker("network", "ls", "--filter", f"name=claude-bottle-{identity}", "--format", "{{.Name}}").stdout.split()
+    name = f"name=claude-bottle-{identity}"
+    containers = docker("ps", "-a", "--filter", name, "--format", "{{.Names}}").stdout.split()
+    networks = docker("network", "ls", "--filter", name, "--format", "{{.Name}}").stdout.split()
     return containers, networks
 
 
@@ -191,7 +194,8 @@ def wait_step(events: Events, identity: str, step: str, proc: subprocess.Popen[s
     else:
         events.wait(lambda: proc.poll() is not None or STEPS[step](events.of(identity), identity),
                     timeout=timeout, what=f"step {step} of {identity}")
-    assert proc.poll() is None, f"launcher exited ({proc.returncode}) before step {step}: {proc.communicate()[1][-2000:]}"
+    if proc.poll() is not None:
+        raise AssertionError(f"launcher exited ({proc.returncode}) before step {step}: {proc.communicate()[1][-2000:]}")
     return describe(events.of(identity), identity)
 
 
@@ -261,20 +265,24 @@ def cleanup_leftovers(env: Env, identity: str) -> str:
 
 
 SHIM = r'''#!{python}
-"""`docker` for a test: logs every call, refuses the ones its rules name, runs the rest."""
-import json, os, sys
-rules = json.loads({rules!r})  # [[argv prefix, calls to let through first], ...]
-log, real = {log!r}, {real!r}
+"""`docker` for a test: logs every call, delays or refuses the ones its rules name, runs the rest."""
+import json, os, sys, time
+refuse = json.loads({refuse!r})  # [[argv prefix, calls to let through first], ...]
+delay = json.loads({delay!r})  # [[argv prefix, seconds], ...]
+log, real, message = {log!r}, {real!r}, {message!r}
 args = sys.argv[1:]
 with open(log, "a") as f:
     f.write(json.dumps(args) + "\n")
-for n, (prefix, skip) in enumerate(rules):
+for prefix, seconds in delay:
+    if args[:len(prefix)] == prefix:
+        time.sleep(seconds)
+for n, (prefix, skip) in enumerate(refuse):
     if args[:len(prefix)] == prefix:
         count = log + ".rule%d" % n
         seen = int(open(count).read()) if os.path.exists(count) else 0
         open(count, "w").write(str(seen + 1))
         if seen >= skip:
-            sys.stderr.write("Error response from daemon: refused by the test (%s)\n" % " ".join(prefix))
+            sys.stderr.write(message % " ".join(prefix) + "\n")
             sys.exit(1)
 os.execv(real, [real] + args)
 '''
@@ -282,7 +290,7 @@ os.execv(real, [real] + args)
 
 @dataclass(frozen=True)
 class DockerShim:
-    """A `docker` first on PATH that logs each call and refuses some (see `docker_shim`)."""
+    """A `docker` first on PATH that logs each call and delays or refuses some (see `docker_shim`)."""
 
     folder: Path
     log: Path
@@ -297,16 +305,22 @@ class DockerShim:
         return f"{self.folder}:{os.environ['PATH']}"
 
 
-def docker_shim(folder: Path, refuse: list[tuple[list[str], int]] | None = None) -> DockerShim:
-    """Refuse each call whose argv starts with a rule's prefix, once the rule has let
-    `skip` such calls through; every other call goes to the real docker unchanged."""
+REFUSED = "Error response from daemon: refused by the test (%s)"
+DAEMON_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running? (%s)"
+
+
+def docker_shim(folder: Path, refuse: list[tuple[list[str], int]] | None = None,
+                delay: list[tuple[list[str], float]] | None = None, message: str = REFUSED) -> DockerShim:
+    """Every call is logged. A call whose argv starts with a `delay` prefix waits that many
+    seconds first (a slow daemon); one that starts with a `refuse` prefix fails once that
+    rule has let `skip` such calls through; everything else goes to the real docker."""
     real = shutil.which("docker")
     assert real is not None
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "calls.jsonl"
     script = folder / "docker"
-    script.write_text(SHIM.format(python=sys.executable, rules=json.dumps(refuse or []), log=str(log),
-                                  real=real))
+    script.write_text(SHIM.format(python=sys.executable, refuse=json.dumps(refuse or []),
+                                  delay=json.dumps(delay or []), log=str(log), real=real, message=message))
     script.chmod(0o755)
     return DockerShim(folder, log)
 
@@ -372,3 +386,91 @@ class TinyFs:
         else:
             subprocess.run(["umount", "-l", str(self.root)], check=True)
         self.mounted = False
+
+
+@dataclass(frozen=True)
+class Dockerd:
+    """The running daemon as /proc shows it: enough to start it again the same way."""
+
+    pid: int
+    argv: list[str]
+    environ: dict[str, str]
+    cwd: str
+    children: list[int]
+
+
+def find_dockerd() -> Dockerd:
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "dockerd":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    assert len(found) == 1, f"expected one dockerd, found pids {found}"
+    pid = found[0]
+    proc = Path(f"/proc/{pid}")
+    argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+    environ = dict(e.decode(errors="replace").split("=", 1)
+                   for e in (proc / "environ").read_bytes().split(b"\0") if b"=" in e)
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == pid]
+    return Dockerd(pid, argv, environ, os.readlink(proc / "cwd"), children)
+
+
+def _ppid(proc: Path) -> int:
+    try:
+        stat = (proc / "stat").read_text()
+    except OSError:
+        return -1
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2:].split()[0] == "Z"
+
+
+def daemon_answers() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+def restart_dockerd(daemon: Dockerd, log: Path) -> None:
+    """Stop the daemon (SIGTERM; it stops its containers and its containerd), wait until it
+    and its children are gone, start it again with the same argv, environment and folder
+    (output to `log`), and wait until `docker info` answers."""
+    os.kill(daemon.pid, signal.SIGTERM)
+    wait_for(lambda: _gone(daemon.pid) and all(_gone(c) for c in daemon.children), timeout=120, what="dockerd to stop")
+    with open(log, "ab") as out:
+        subprocess.run(["setsid", "-f", *daemon.argv], env=daemon.environ, cwd=daemon.cwd, stdin=subprocess.DEVNULL,
+                       stdout=out, stderr=subprocess.STDOUT, check=True)
+    wait_for(daemon_answers, timeout=120, what=f"dockerd to answer again (log: {log})")
+
+
+def other_users_of_the_daemon(mine: set[str]) -> list[str]:
+    """Running containers that are not this test's, and docker commands this process did
+    not start: a restart would break someone else's work."""
+    names = docker("ps", "--format", '{{.Names}} {{.Label "claude-bottle.identity"}}').stdout.splitlines()
+    others = [n.split()[0] for n in names if n.split()[1:] not in [[i] for i in mine]]
+    own = {os.getpid()}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in own:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"docker") and not _descends_from(int(entry.name), os.getpid()):
+            others.append(" ".join(a.decode(errors="replace") for a in argv if a))
+    return others
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        pid = _ppid(Path(f"/proc/{pid}"))
+    return False

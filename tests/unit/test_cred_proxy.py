@@ -40,7 +40,7 @@ ANTHROPIC = route(name="anthropic", upstream="https://api.anthropic.com", value=
 BAD_ROUTES: list[tuple[object, str]] = [
     ({"name": "x"}, f"{WHERE}: must be a list of route objects, not an object"),
     (["github"], f"{WHERE}[0]: must be an object, not a string"),
-    ([route(extra=1)], f"{WHERE}[0].extra: unknown key"),
+    ([route(extra=1)], f"{WHERE}[0]: unknown key 'extra'"),
     ([route(name=...)], f"{WHERE}[0]: missing key 'name'"),
     ([route(value=...)], f"{WHERE}[0]: missing key 'value'"),
     ([route(name=7)], f"{WHERE}[0].name: must be a non-empty string, not a number"),
@@ -106,7 +106,7 @@ def test_good_routes_become_frozen_dataclasses() -> None:
 BAD_FILES: list[tuple[str, str]] = [
     ('{"routes": [', "routes.json: not valid JSON: Expecting value at line 1 column 13"),
     ("[]", "routes.json: must be a JSON object with key 'routes', not a list"),
-    ('{"routes": [], "extra": 1}', "routes.json: extra: unknown key (known: routes)"),
+    ('{"routes": [], "extra": 1}', "routes.json: unknown key 'extra' (known: routes)"),
     ("{}", "routes.json: missing key 'routes'"),
     ('{"routes": [], "routes": []}', "routes.json: duplicate key 'routes'"),
     ('{"routes": [{"name": "a", "upstream": "https://a", "header": "X", "value": "v"}]}',

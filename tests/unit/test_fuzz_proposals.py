@@ -170,8 +170,8 @@ class Entry:
 
 
 _TARGETS = (b"/etc/passwd", b"/nonexistent", b".", b"..", b"/dev/zero", b"loop", f"{VALID_ID}{PROPOSAL_SUFFIX}".encode())
-raw_names: SearchStrategy[bytes] = st.binary(min_size=1, max_size=24).filter(
-    lambda b: b"/" not in b and b"\x00" not in b and b not in (b".", b".."))
+raw_names: SearchStrategy[bytes] = st.binary(min_size=1, max_size=24).map(
+    lambda b: b.replace(b"/", b"|").replace(b"\x00", b"0") + (b"x" if b in (b".", b"..") else b""))
 
 
 @st.composite
@@ -293,10 +293,6 @@ def test_read_proposal_refuses_what_is_not_a_regular_file(tmp_path: Path, kind: 
 # --- bugs found by the tests above, not fixed yet ----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="discover_pending puts a queue root entry's name verbatim into its error "
-                          "(f'{folder}: not named like a bottle identity' and '... is a symlink'), so a "
-                          "line break in the name makes a multi-line error")
 @bug_settings()
 @given(st.text(ANY_CHAR.filter(lambda c: c not in "/\x00" and not 0xD800 <= ord(c) <= 0xDFFF), max_size=5),
        st.sampled_from(("\n", "\r")), st.sampled_from(("dir", "symlink")))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
@@ -136,9 +135,6 @@ def test_near_valid_routes(obj: list[object]) -> None:
 # --- bugs found by the tests above, not fixed yet ----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="parse_routes_file catches JSONDecodeError and ValueError, not the RecursionError "
-                          "json.loads raises for nesting deeper than the recursion limit (~1000)")
 @bug_settings()
 @given(st.integers(1_000, 50_000), st.sampled_from(("[", '{"routes": ', '{"a": [')))
 @example(1_000, "[")
@@ -146,9 +142,6 @@ def test_bug_routes_file_nested_too_deeply(depth: int, opener: str) -> None:
     parse(lambda: parse_routes_file(opener * depth, where=WHERE), tolerate_known_bugs=False)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="upstream_problem calls urlsplit outside its try, and urlsplit raises ValueError "
-                          "for an unbalanced or bad [IP literal]")
 @bug_settings()
 @given(st.sampled_from(("[", "]", "[x]", "[::1", "a]", "[1.2.3.4]")), st.sampled_from(("http://", "https://")))
 @example("[", "http://")
@@ -157,9 +150,6 @@ def test_bug_upstream_with_a_broken_ip_literal(host: str, scheme: str) -> None:
     parse(lambda: routes_from_json([route], where="routes"), tolerate_known_bugs=False)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="an unknown key is put in the message verbatim (not repr'd), so a key holding "
-                          "a line break makes a multi-line error: routes files, route entries, git remotes")
 @bug_settings()
 @given(st.text(ANY_CHAR, max_size=5), st.sampled_from(("\n", "\r")), st.sampled_from(("file", "route", "remote")))
 @example("x", "\n", "file")

@@ -47,7 +47,7 @@ def test_identity_file_is_relative_to_the_manifest_folder(tmp_path: Path) -> Non
     [
         ({"name": "x"}, f"{WHERE}: must be a list of remotes, not an object"),
         (["origin"], f"{WHERE}[0]: must be an object with name, url, push, …, not a string"),
-        ([dict(SSH, branch="main")], f"{WHERE}[0].branch: unknown key (known: name, url, push, force, identity_file, token)"),
+        ([dict(SSH, branch="main")], f"{WHERE}[0]: unknown key 'branch' (known: name, url, push, force, identity_file, token)"),
         ([{"url": SSH["url"]}], f"{WHERE}[0].name: is required"),
         ([{"name": "origin"}], f"{WHERE}[0].url: is required"),
         ([dict(SSH, name=3)], f"{WHERE}[0].name: must be a string, not a number"),
