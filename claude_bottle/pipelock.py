@@ -261,7 +261,12 @@ def apply_allowlist_change(identity: str, new_hosts: Iterable[str]) -> tuple[str
     container_write_files(container, {PIPELOCK_CONFIG_PATH: (render_pipelock_config(hosts).encode(), 0o644)}, owner=(0, 0))
     try:
         container_signal(container, "HUP")
-    except BottleError:
-        container_write_files(container, {PIPELOCK_CONFIG_PATH: (old_config, 0o644)}, owner=(0, 0))
+    except BottleError as e:
+        try:
+            container_write_files(container, {PIPELOCK_CONFIG_PATH: (old_config, 0o644)}, owner=(0, 0))
+        except BottleError as undo:
+            # pipelock also reloads when its file changes: the copy alone may have applied it.
+            raise BottleError(f"reload failed ({e}) and the old allowlist could not be put back ({undo}): "
+                              f"the new one may be live in {container}; stop the bottle or fix it with `p`") from None
         raise
     return render_allowlist(before), render_allowlist(hosts)

@@ -63,22 +63,25 @@ HOP_BY_HOP = frozenset({
 # A whole head is validated and split by one regex match: done line by line in Python,
 # parsing would cost more than everything else the proxy does per request.
 _TCHAR = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
-_FIELDS = rb"(?P<fields>(?:" + _TCHAR + rb"+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*)\r\n"
+_FIELD_LINES = rb"(?:" + _TCHAR + rb"+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*"  # no obs-fold, no CR/LF/NUL
+_FIELDS = rb"(?P<fields>" + _FIELD_LINES + rb")\r\n"
 _REQUEST_HEAD = re.compile(rb"(" + _TCHAR + rb"+) (/[\x21-\x7e]*) HTTP/1\.([01])\r\n" + _FIELDS)
 _RESPONSE_HEAD = re.compile(rb"HTTP/1\.([01]) ([0-9]{3}(?: [^\x00-\x08\x0a-\x1f\x7f]*)?)\r\n" + _FIELDS)
-_FIELD_BLOCK = re.compile(_FIELDS[:-4])
+_FIELD_BLOCK = re.compile(_FIELD_LINES)
 _TOKEN = re.compile(_TCHAR + rb"+")
-_SPECIAL_FIELDS = re.compile(rb"^(connection|transfer-encoding|content-length|expect):[ \t]*([^\r\n]*)",
-                             re.IGNORECASE | re.MULTILINE)
+# Field patterns start at the "\n" before a line (the block is searched with one put in
+# front): a literal first character lets the regex engine skip ahead instead of trying
+# every position, which makes these searches several times faster than with ^ and re.M.
+_SPECIAL_FIELDS = re.compile(rb"\n(connection|transfer-encoding|content-length|expect):[ \t]*([^\r\n]*)")
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _NO_FIELDS: Mapping[bytes, list[bytes]] = {}
 
 
 def _field_lines(names: Iterable[bytes]) -> re.Pattern[bytes]:
-    """Matches whole lines of the named fields in a header block (lines ending in CRLF)."""
+    """Matches the named fields' lines, from the LF before to the CR after, in LF + block."""
     alternatives = b"|".join(re.escape(n) for n in sorted(set(names)))
-    return re.compile(rb"^(?:" + alternatives + rb"):[^\r\n]*\r\n", re.IGNORECASE | re.MULTILINE)
+    return re.compile(rb"\n(?:" + alternatives + rb"):[^\r\n]*\r", re.IGNORECASE)
 
 
 _REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
@@ -103,13 +106,13 @@ class _UpstreamFailed(Exception):
 
 
 def _special_fields(fields: bytes) -> Mapping[bytes, list[bytes]]:
-    """Values of the fields that decide framing and connection handling, by lowercase name."""
-    found: list[tuple[bytes, bytes]] = _SPECIAL_FIELDS.findall(fields)
+    """Values (lowercased) of the fields that decide framing and connection handling."""
+    found = cast("list[tuple[bytes, bytes]]", _SPECIAL_FIELDS.findall(b"\n" + fields.lower()))
     if not found:
         return _NO_FIELDS
     special: dict[bytes, list[bytes]] = {}
     for name, value in found:
-        special.setdefault(name.lower(), []).append(value.rstrip(b" \t"))
+        special.setdefault(name, []).append(value.rstrip(b" \t"))
     return special
 
 
@@ -121,9 +124,10 @@ def _tokens(special: Mapping[bytes, list[bytes]], name: bytes) -> list[bytes]:
 
 def _without(fields: bytes, special: Mapping[bytes, list[bytes]], drop: re.Pattern[bytes]) -> bytes:
     """`fields` without `drop`'s lines, nor those that Connection names as hop-by-hop."""
-    fields = drop.sub(b"", fields)
     extra = set(_tokens(special, b"connection")) - {b"close", b"keep-alive"}
-    return _field_lines(extra).sub(b"", fields) if extra else fields
+    if extra:
+        fields = _field_lines(extra).sub(b"", b"\n" + fields)[1:]
+    return drop.sub(b"", b"\n" + fields)[1:]
 
 
 def _body_framing(special: Mapping[bytes, list[bytes]], fail: Callable[[str], Exception]) -> tuple[str, int]:
@@ -738,8 +742,11 @@ class _ClientSession:
         if method == b"CONNECT" or method == b"TRACE":
             raise _Refusal(405, f"{self.method} is refused: this is a reverse proxy that adds credentials")
         special = _special_fields(fields)
-        mode, length = _body_framing(special, _client_malformed)
-        client_keep = minor == b"1" and b"close" not in _tokens(special, b"connection")
+        if special:
+            mode, length = _body_framing(special, _client_malformed)
+            client_keep = minor == b"1" and b"close" not in _tokens(special, b"connection")
+        else:
+            mode, length, client_keep = "none", 0, minor == b"1"
         path, qmark, query = target.partition(b"?")
         if path == b"/_health":
             if method != b"GET" and method != b"HEAD":
@@ -843,15 +850,11 @@ class _ClientSession:
         upstream_keep = minor == b"1" and mode != "eof" and b"close" not in _tokens(special, b"connection")
         # HTTP/1.0 clients get an unframed body and the connection closed after it.
         chunked = client_keep and (mode == "chunked" or mode == "eof")
-        if mode == "length":
-            framing = b"Content-Length: %d\r\n" % length
-        elif chunked:
-            framing = b"Transfer-Encoding: chunked\r\n"
-        else:
-            framing = b""
+        # A valid Content-Length stays as the upstream wrote it; any other framing is redone.
+        framing = b"Transfer-Encoding: chunked\r\n" if chunked else b""
         head = b"".join((
             b"HTTP/1.1 ", status, b"\r\n",
-            _without(fields, special, _RESPONSE_DROP if mode == "none" else _RESPONSE_DROP_FRAMED),
+            _without(fields, special, _RESPONSE_DROP if mode in ("none", "length") else _RESPONSE_DROP_FRAMED),
             framing, b"" if client_keep else b"Connection: close\r\n", b"\r\n",
         ))
         self.status_sent = int(code)

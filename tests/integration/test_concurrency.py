@@ -313,10 +313,6 @@ def test_two_dashboards_never_apply_one_proposal_twice(env: Env, tmp_path: Path)
           f"wins: a {wins}, b {rounds - wins}")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "pipelock.apply_allowlist_change reads the live allowlist, merges, and copies the result back with no lock "
-    "per bottle: two dashboards approving two different proposals of one bottle at once each write their own "
-    "merge, and the later copy drops the host the other approved, though both were answered 'approved' and audited"))
 def test_two_dashboards_approving_two_proposals_of_one_bottle_lose_neither(env: Env, tmp_path: Path) -> None:
     env.write_manifest(basic_manifest())
     procs, [identity] = _start_many(env, 1)

@@ -199,7 +199,12 @@ class DockerBottleBackend(BottleBackend):
                         snapshot_transcript(plan.identity, docker_bytes)
                     except BottleError as e:
                         print(f"claude-bottle: transcript not saved: {e}", file=sys.stderr)
-                removed = self._teardown(plan, look_for_strays=not created)
+                try:
+                    removed = self._teardown(plan, look_for_strays=not created)
+                except BottleError as e:
+                    print(f"claude-bottle: bottle {plan.identity} was not fully removed ({e}); "
+                          "`./cli.py cleanup` removes what is left", file=sys.stderr)
+                    raise
                 print(f"claude-bottle: removed bottle {plan.identity} ({removed})", file=sys.stderr)
 
     def _create(self, plan: DockerBottlePlan) -> None:
@@ -296,20 +301,27 @@ class DockerBottleBackend(BottleBackend):
 
     def _remove(self, containers: tuple[str, ...], networks: tuple[str, ...]) -> None:
         """Remove containers, then networks; tolerant of things already gone (a
-        concurrent teardown), of strangers attached to our networks, and strict about
-        anything that still exists afterwards."""
+        concurrent teardown) and of strangers attached to our networks, strict about
+        anything else (an unreachable daemon must not read as "removed")."""
         if containers:
-            docker(*commands.remove_containers_args(containers), check=False)
+            result = docker(*commands.remove_containers_args(containers), check=False)
+            _raise_unless_gone(result, ("rm", "-f"), "No such container")
         if not networks or docker(*commands.remove_networks_args(networks), check=False).returncode == 0:
             return
         existing, result = networks, DockerResult(1, "", "")
         for _ in range(3):
-            existing = tuple(n for n in networks if docker("network", "inspect", n, check=False).returncode == 0)
+            still: list[str] = []
+            for n in networks:
+                probe = docker("network", "inspect", n, check=False)
+                _raise_unless_gone(probe, ("network", "inspect"), "No such network", "not found")
+                if probe.returncode == 0:
+                    still.append(n)
+            existing = tuple(still)
             if not existing:
                 return
             _disconnect_strangers(existing)
             result = docker(*commands.remove_networks_args(existing), check=False)
-        raise BottleError(f"could not remove networks {', '.join(existing)}: {result.stderr.strip()}")
+        raise BottleError(f"could not remove networks {', '.join(existing)}: {' '.join(result.stderr.split())}")
 
     # --- listing and cleanup -----------------------------------------------------
 
@@ -360,6 +372,15 @@ def _egress_addresses(plan: DockerBottlePlan, containers: list[str]) -> dict[str
     out = docker("inspect", "--format", fmt, *containers).stdout
     pairs = (line.split() for line in out.splitlines() if len(line.split()) == 2)
     return {name.lstrip("/"): ip for name, ip in pairs}
+
+
+def _raise_unless_gone(result: DockerResult, args: tuple[str, ...], *gone: str) -> None:
+    """A failed call is fine only when every error line says the object is gone."""
+    if result.returncode == 0:
+        return
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    if not errors or any(not any(g in line for g in gone) for line in errors):
+        raise BottleError(_failure_message(args, result.returncode, result.stderr))
 
 
 def _disconnect_strangers(networks: tuple[str, ...]) -> None:
