@@ -1,8 +1,8 @@
 """gVisor: when runsc is registered with the daemon the agent runs under it and the
-sidecars do not; the preflight and the dry-run say which. `./scripts/test` registers
-runsc (CLAUDE_BOTTLE_TEST_RUNSC=1), so the whole integration suite — end to end and
-escape tests included — runs its agents under gVisor; the runc path is covered by the
-unit tests of detect_runtime and by running the suite with CLAUDE_BOTTLE_TEST_RUNSC=0."""
+sidecars do not; the preflight and the dry-run say which. The dockerd that
+`./scripts/test` starts has runsc, so in CI the whole integration suite — end to end and
+escape tests included — runs its agents under gVisor; on a daemon without runsc the same
+test asserts runc (and the detect_runtime unit tests cover both)."""
 
 from __future__ import annotations
 
