@@ -52,7 +52,8 @@ def wait(pred: Callable[[], bool], timeout: float = 300) -> None:
 def held(env: dict[str, str], cwd: str, *args: str) -> "subprocess.Popen[str]":
     """A launcher whose `claude -p` holds on stdin (it got a line, waits for the rest)."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args, "-y", "--", "-p"], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, env=env, cwd=cwd)
+                            stdout=subprocess.DEVNULL, stderr=open("/tmp/figures-launcher.log", "a"), text=True, env=env,
+                            cwd=cwd)
     assert proc.stdin
     proc.stdin.write("hold\n")
     proc.stdin.flush()
@@ -122,9 +123,9 @@ def rss_figure() -> None:
         wait(lambda: state.is_dir() and any(state.iterdir()))
         identity = next(state.iterdir()).name
         wait(lambda: agent_ready(identity))
-        for role in ("cred-proxy", "git-gate", "supervise"):
-            rows = docker("top", f"claude-bottle-{identity}-{role}", "-o", "rss,args").splitlines()[1:]
-            kb = sum(int(r.split()[0]) for r in rows if "python3" in r)
+        for role in ("cred-proxy", "git-gate", "supervise"):  # the python process itself (docker-init aside)
+            rows = docker("top", f"claude-bottle-{identity}-{role}", "-o", "pid,rss,args").splitlines()[1:]
+            kb = sum(int(r.split()[1]) for r in rows if "python3" in r and "docker-init" not in r)
             print(f"{role:<12} RSS {kb / 1024:6.1f} MB  (target < 30 MB: {'PASS' if kb < 30 * 1024 else 'FAIL'})")
         proc.terminate()
         proc.wait(60)

@@ -64,7 +64,7 @@ HOP_BY_HOP = frozenset({
 # parsing would cost more than everything else the proxy does per request.
 _TCHAR = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
 _FIELD_LINES = rb"(?:" + _TCHAR + rb"+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*"  # no obs-fold, no CR/LF/NUL
-_FIELDS = rb"(?P<fields>" + _FIELD_LINES + rb")\r\n"
+_FIELDS = rb"(" + _FIELD_LINES + rb")\r\n"  # the last group of both head patterns
 _REQUEST_HEAD = re.compile(rb"(" + _TCHAR + rb"+) (/[\x21-\x7e]*) HTTP/1\.([01])\r\n" + _FIELDS)
 _RESPONSE_HEAD = re.compile(rb"HTTP/1\.([01]) ([0-9]{3}(?: [^\x00-\x08\x0a-\x1f\x7f]*)?)\r\n" + _FIELDS)
 _FIELD_BLOCK = re.compile(_FIELD_LINES)
@@ -72,7 +72,10 @@ _TOKEN = re.compile(_TCHAR + rb"+")
 # Field patterns start at the "\n" before a line (the block is searched with one put in
 # front): a literal first character lets the regex engine skip ahead instead of trying
 # every position, which makes these searches several times faster than with ^ and re.M.
-_SPECIAL_FIELDS = re.compile(rb"\n(connection|transfer-encoding|content-length|expect):[ \t]*([^\r\n]*)")
+_REQUEST_FIELDS = re.compile(rb"\n(connection|transfer-encoding|content-length|expect):[ \t]*([^\r\n]*)")
+# For responses, every hop-by-hop name too: the header block is then filtered only when
+# one is there, which for most responses it is not.
+_RESPONSE_FIELDS = re.compile(rb"\n(" + b"|".join(sorted(HOP_BY_HOP | {b"content-length"})) + rb"):[ \t]*([^\r\n]*)")
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _NO_FIELDS: Mapping[bytes, list[bytes]] = {}
@@ -105,9 +108,9 @@ class _UpstreamFailed(Exception):
         self.timeout = timeout
 
 
-def _special_fields(fields: bytes) -> Mapping[bytes, list[bytes]]:
+def _special_fields(fields: bytes, grammar: re.Pattern[bytes]) -> Mapping[bytes, list[bytes]]:
     """Values (lowercased) of the fields that decide framing and connection handling."""
-    found = cast("list[tuple[bytes, bytes]]", _SPECIAL_FIELDS.findall(b"\n" + fields.lower()))
+    found = cast("list[tuple[bytes, bytes]]", grammar.findall(b"\n" + fields.lower()))
     if not found:
         return _NO_FIELDS
     special: dict[bytes, list[bytes]] = {}
@@ -190,14 +193,15 @@ class Upstream:
     port: int
     host_header: bytes
     path_prefix: bytes  # without a trailing slash
+    pool_key: str  # scheme://host:port, which connections can be shared by
 
     @staticmethod
     def from_url(url: str) -> Upstream:
         parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
         return Upstream(
-            scheme=parts.scheme, host=parts.hostname or "",
-            port=parts.port or (443 if parts.scheme == "https" else 80),
-            host_header=parts.netloc.encode("ascii"), path_prefix=parts.path.rstrip("/").encode("ascii"),
+            scheme=parts.scheme, host=host, port=port, host_header=parts.netloc.encode("ascii"),
+            path_prefix=parts.path.rstrip("/").encode("ascii"), pool_key=f"{parts.scheme}://{host}:{port}",
         )
 
 
@@ -311,7 +315,7 @@ class _Reader:
             raise self.error(e.strerror or str(e), False) from None
 
     def read_head(
-        self, grammar: re.Pattern[bytes], *, line_max: int, head_max: int, lines_max: int,
+        self, grammar: re.Pattern[bytes], line_max: int, head_max: int, lines_max: int,
     ) -> tuple[bytes, ...] | bytes | None:
         """The groups of the next head if `grammar` matches it, else the whole head; None
         on a clean close before its first byte. Raises a 414 or 431 _Refusal over a limit."""
@@ -322,17 +326,19 @@ class _Reader:
                 return None
             buf += data
         m = grammar.match(buf)
-        if m is not None and m.end() <= line_max and m["fields"].count(b"\n") <= lines_max:
+        if m is not None:
+            end = m.end()
             groups = cast("tuple[bytes, ...]", m.groups())
-            del buf[:m.end()]
-            return groups
-        head = self._read_whole_head(line_max=line_max, head_max=head_max, lines_max=lines_max)
+            if end <= line_max and groups[-1].count(b"\n") <= lines_max:
+                del buf[:end]
+                return groups
+        head = self._read_whole_head(line_max, head_max, lines_max)
         if head is None:
             return None
         m = grammar.fullmatch(head)
         return cast("tuple[bytes, ...]", m.groups()) if m else head
 
-    def _read_whole_head(self, *, line_max: int, head_max: int, lines_max: int) -> bytes | None:
+    def _read_whole_head(self, line_max: int, head_max: int, lines_max: int) -> bytes | None:
         buf = self.buf
         scanned = 0
         while True:
@@ -527,41 +533,42 @@ class _UpstreamConn:
 
 
 class UpstreamPool:
-    """Idle keep-alive connections per (scheme, host, port), most recently used first."""
+    """Idle keep-alive connections per upstream, most recently used first.
+
+    No lock: list.pop and list.append are atomic under the GIL, and the worst a race can
+    do is leave a few more than POOL_MAX_IDLE connections idle."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
         self._ssl_context = ssl_context
-        self._idle: dict[tuple[str, str, int], list[_UpstreamConn]] = {}
-        self._lock = threading.Lock()
+        self._idle: dict[str, list[_UpstreamConn]] = {}
 
     def acquire(self, up: Upstream, *, replayable: bool) -> tuple[_UpstreamConn, bool]:
         """A connection to `up` and whether it was reused from the pool."""
-        key = (up.scheme, up.host, up.port)
-        while True:
-            with self._lock:
-                idle = self._idle.get(key)
-                conn = idle.pop() if idle else None
-            if conn is None:
-                return self._connect(up), False
+        idle = self._idle.get(up.pool_key)
+        while idle:
+            try:
+                conn = idle.pop()
+            except IndexError:
+                break
             if conn.usable(replayable=replayable):
                 return conn, True
             conn.close()
+        return self._connect(up), False
 
     def release(self, up: Upstream, conn: _UpstreamConn) -> None:
         conn.idle_since = time.monotonic()
-        with self._lock:
-            idle = self._idle.setdefault((up.scheme, up.host, up.port), [])
-            if len(idle) < POOL_MAX_IDLE:
-                idle.append(conn)
-                return
-        conn.close()
+        idle = self._idle.get(up.pool_key)
+        if idle is None:
+            idle = self._idle.setdefault(up.pool_key, [])
+        if len(idle) < POOL_MAX_IDLE:
+            idle.append(conn)
+        else:
+            conn.close()
 
     def close_all(self) -> None:
-        with self._lock:
-            conns = [c for idle in self._idle.values() for c in idle]
-            self._idle.clear()
-        for conn in conns:
-            conn.close()
+        for idle in list(self._idle.values()):
+            while idle:
+                idle.pop().close()
 
     def _connect(self, up: Upstream) -> _UpstreamConn:
         where = up.host_header.decode()
@@ -585,7 +592,7 @@ class UpstreamPool:
 # --- logging ------------------------------------------------------------------------------
 
 _pending_log: deque[str] = deque()
-_log_flusher_started = threading.Lock()
+_log_flusher = threading.Thread(target=lambda: _flush_log_forever(), name="cred-proxy-log", daemon=True)
 
 
 def _flush_log() -> None:
@@ -606,8 +613,6 @@ def _log_request(line: str) -> None:
     """Queue one request's log line: a write per request would cost a syscall and a GIL
     handoff on the hot path, so a background thread writes them in batches."""
     _pending_log.append(f"cred-proxy: {line}\n")
-    if not _log_flusher_started.locked() and _log_flusher_started.acquire(blocking=False):
-        threading.Thread(target=_flush_log_forever, name="cred-proxy-log", daemon=True).start()
 
 
 def _log(line: str) -> None:
@@ -644,6 +649,8 @@ class CredProxyServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.pool = UpstreamPool(ssl_context)
         self._reload_config = reload_config
         self.request_log = request_log
+        if request_log is _log_request and not _log_flusher.is_alive():
+            _log_flusher.start()
         super().__init__(address, socketserver.BaseRequestHandler)
 
     def reload(self) -> None:
@@ -710,11 +717,10 @@ class _ClientSession:
 
     def _serve_one(self) -> bool:
         self.method, self.route_name, self.status_sent = "-", "-", 0
-        started = time.perf_counter()
+        started = 0.0
         keep = False
         try:
-            request = self.reader.read_head(_REQUEST_HEAD, line_max=MAX_REQUEST_LINE,
-                                            head_max=MAX_HEADER_BYTES, lines_max=MAX_HEADER_LINES)
+            request = self.reader.read_head(_REQUEST_HEAD, MAX_REQUEST_LINE, MAX_HEADER_BYTES, MAX_HEADER_LINES)
             if request is None:
                 return False
             started = time.perf_counter()  # time the request, not the wait for it
@@ -732,16 +738,15 @@ class _ClientSession:
                 self._reply(504 if e.timeout else 502, f"cred-proxy: upstream of route {self.route_name!r} failed: {e}")
         except _ClientGone:
             self.status_sent = self.status_sent or 499
-        self.server.request_log(
-            f"{self.method} {self.route_name} {self.status_sent} {(time.perf_counter() - started) * 1000:.1f}ms"
-        )
+        tenths = int((time.perf_counter() - started) * 10_000) if started else 0
+        self.server.request_log(f"{self.method} {self.route_name} {self.status_sent} {tenths // 10}.{tenths % 10}ms")
         return keep
 
     def _handle(self, method: bytes, target: bytes, minor: bytes, fields: bytes) -> bool:
         self.method = method.decode("ascii")
         if method == b"CONNECT" or method == b"TRACE":
             raise _Refusal(405, f"{self.method} is refused: this is a reverse proxy that adds credentials")
-        special = _special_fields(fields)
+        special = _special_fields(fields, _REQUEST_FIELDS)
         if special:
             mode, length = _body_framing(special, _client_malformed)
             client_keep = minor == b"1" and b"close" not in _tokens(special, b"connection")
@@ -809,8 +814,8 @@ class _ClientSession:
                     out.write(request_head)
                     _relay_body(self.reader, out, mode, length)
                 while True:
-                    response = conn.reader.read_head(_RESPONSE_HEAD, line_max=MAX_REQUEST_LINE,
-                                                     head_max=MAX_RESPONSE_HEAD, lines_max=2 * MAX_HEADER_LINES)
+                    response = conn.reader.read_head(_RESPONSE_HEAD, MAX_REQUEST_LINE, MAX_RESPONSE_HEAD,
+                                                     2 * MAX_HEADER_LINES)
                     if response is None:
                         raise _UpstreamFailed("closed the connection without responding")
                     if isinstance(response, bytes):
@@ -837,7 +842,7 @@ class _ClientSession:
         self, method: bytes, up: Upstream, conn: _UpstreamConn, response: tuple[bytes, ...], client_keep: bool,
     ) -> bool:
         minor, status, fields = response
-        special = _special_fields(fields)
+        special = _special_fields(fields, _RESPONSE_FIELDS)
         code = status[:3]
         if method == b"HEAD" or code == b"204" or code == b"304":
             mode, length = "none", 0
@@ -852,10 +857,14 @@ class _ClientSession:
         chunked = client_keep and (mode == "chunked" or mode == "eof")
         # A valid Content-Length stays as the upstream wrote it; any other framing is redone.
         framing = b"Transfer-Encoding: chunked\r\n" if chunked else b""
+        if mode == "none" or mode == "length":
+            if special and any(name != b"content-length" for name in special):
+                fields = _without(fields, special, _RESPONSE_DROP)
+        else:
+            fields = _without(fields, special, _RESPONSE_DROP_FRAMED)
         head = b"".join((
-            b"HTTP/1.1 ", status, b"\r\n",
-            _without(fields, special, _RESPONSE_DROP if mode in ("none", "length") else _RESPONSE_DROP_FRAMED),
-            framing, b"" if client_keep else b"Connection: close\r\n", b"\r\n",
+            b"HTTP/1.1 ", status, b"\r\n", fields, framing, b"" if client_keep else b"Connection: close\r\n",
+            b"\r\n",
         ))
         self.status_sent = int(code)
         buffered = conn.reader.buf

@@ -73,12 +73,33 @@ def docker_bytes(*args: str) -> bytes:
     return proc.stdout
 
 
-def docker_attached(*args: str) -> int:
-    """Run docker with this terminal as its stdin/stdout (the agent's session)."""
+def docker_attached(*args: str, container: str) -> int:
+    """Run docker with this terminal as its stdin/stdout (the agent's session), until
+    it ends or `container` goes away. Under gVisor a `docker exec` client is not told
+    when its container is removed (as an approved capability change does), so a
+    `docker wait` beside it says when to stop waiting."""
     try:
-        return subprocess.run(("docker", *args)).returncode
+        session = subprocess.Popen(("docker", *args))
     except FileNotFoundError:
         raise BottleError("docker is not installed: no `docker` command on PATH") from None
+    gone = subprocess.Popen(("docker", "wait", container), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                return session.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if gone.poll() is None:
+                    continue
+            try:
+                return session.wait(timeout=2)  # the normal case: it notices by itself
+            except subprocess.TimeoutExpired:
+                session.terminate()
+                session.wait()
+                return 137
+    finally:
+        if gone.poll() is None:
+            gone.terminate()
+            gone.wait()
 
 
 def _failure_message(args: tuple[str, ...], code: int, stderr: str) -> str:
@@ -165,7 +186,8 @@ class DockerRunningBottle(RunningBottle):
 
     def attach(self) -> int:
         self.attached = True
-        return docker_attached(*commands.agent_exec_args(self.plan, tty=sys.stdin.isatty() and sys.stdout.isatty()))
+        tty = sys.stdin.isatty() and sys.stdout.isatty()
+        return docker_attached(*commands.agent_exec_args(self.plan, tty=tty), container=self.plan.agent_container)
 
 
 class DockerBottleBackend(BottleBackend):
