@@ -19,7 +19,8 @@ from typing import cast
 
 from .bottle_state import IDENTITY_RE
 from .errors import BottleError
-from .supervise.checks import InvalidRecord, iso_utc, json_type, loads_strict, shown, timestamp_problem, utc_now
+from .errors import json_type
+from .supervise.checks import InvalidRecord, iso_utc, loads_strict, shown, timestamp_problem, utc_now
 from .supervise.records import TOOLS
 
 ACTIONS = ("approve", "approve-modified", "reject", "operator-edit")

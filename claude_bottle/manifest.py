@@ -18,7 +18,7 @@ from typing import cast
 
 from .cred_proxy import CredProxyRoute, routes_from_json
 from .cred_proxy import secret_names as route_secret_names
-from .errors import BottleError
+from .errors import BottleError, json_type
 from .git_gate import GitRemote, git_remotes_from_json
 from .git_gate import secret_names as remote_secret_names
 from .pipelock import egress_pattern_problem
@@ -182,7 +182,7 @@ def check_files(agent: Agent, bottle: Bottle, *, source: str) -> None:
 
 def _object(obj: object, where: str) -> dict[str, object]:
     if not isinstance(obj, dict):
-        raise BottleError(f"{where}: must be a JSON object, not {_json_type(obj)}")
+        raise BottleError(f"{where}: must be a JSON object, not {json_type(obj)}")
     return {str(k): v for k, v in cast(dict[object, object], obj).items()}
 
 
@@ -202,29 +202,17 @@ def _no_unknown(obj: Mapping[str, object], known: set[str], where: str) -> None:
         raise BottleError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
 
 
-def _json_type(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, (int, float)):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "a list"
-    return "an object" if isinstance(v, dict) else type(v).__name__
 
 
 def _str(v: object, where: str) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise BottleError(f"{where}: must be a non-empty string, not {_json_type(v) if not isinstance(v, str) else 'an empty string'}")
+        raise BottleError(f"{where}: must be a non-empty string, not {json_type(v) if not isinstance(v, str) else 'an empty string'}")
     return v
 
 
 def _str_list(v: object, where: str) -> list[str]:
     if not isinstance(v, list):
-        raise BottleError(f"{where}: must be a list of strings, not {_json_type(v)}")
+        raise BottleError(f"{where}: must be a list of strings, not {json_type(v)}")
     return [_str(item, f"{where}[{i}]") for i, item in enumerate(v)]  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
 
 
@@ -269,7 +257,7 @@ def _bottle(name: str, obj: object, *, source: str, base_dir: Path) -> Bottle:
         if key in RESERVED_ENV:
             raise BottleError(f"{where}.env.{key}: set by claude-bottle itself and cannot be overridden")
         if not isinstance(value, str):
-            raise BottleError(f"{where}.env.{key}: must be a string, not {_json_type(value)}")
+            raise BottleError(f"{where}.env.{key}: must be a string, not {json_type(value)}")
         if not value.isprintable():
             raise BottleError(f"{where}.env.{key}: must not contain control characters")
         if "${" in value:
@@ -303,5 +291,5 @@ def _agent(name: str, obj: object, *, source: str, base_dir: Path, bottles: Mapp
     model = _str(a["model"], f"{where}.model") if "model" in a else None
     skip = a.get("skip_permissions", True)
     if not isinstance(skip, bool):
-        raise BottleError(f"{where}.skip_permissions: must be true or false, not {_json_type(skip)}")
+        raise BottleError(f"{where}.skip_permissions: must be true or false, not {json_type(skip)}")
     return Agent(name=name, bottle=bottle, prompt=prompt, skills=skills, model=model, skip_permissions=skip)

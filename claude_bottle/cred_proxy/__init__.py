@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
-from ..errors import BottleError
+from ..errors import BottleError, json_type
 
 ROLE_ANTHROPIC_BASE_URL = "anthropic-base-url"
 PLACEHOLDER_TOKEN = "claude-bottle-placeholder-not-a-secret"
@@ -56,20 +56,6 @@ class MissingSecretError(BottleError):
     def __init__(self, name: str) -> None:
         super().__init__(f"secret ${{{name}}} is not set")
         self.name = name
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
 
 
 def upstream_problem(upstream: str) -> str | None:
@@ -115,7 +101,7 @@ def value_problem(value: str) -> str | None:
 
 def _route_from_json(obj: object, *, where: str) -> CredProxyRoute:
     if not isinstance(obj, dict):
-        raise BottleError(f"{where}: must be an object, not {_json_type(obj)}")
+        raise BottleError(f"{where}: must be an object, not {json_type(obj)}")
     route = cast("dict[str, object]", obj)  # JSON object keys are always strings
     unknown = sorted(set(route) - set(ROUTE_KEYS))
     if unknown:
@@ -124,7 +110,7 @@ def _route_from_json(obj: object, *, where: str) -> CredProxyRoute:
         if key not in route:
             raise BottleError(f"{where}: missing key {key!r}")
         if not isinstance(route[key], str):
-            raise BottleError(f"{where}.{key}: must be a non-empty string, not {_json_type(route[key])}")
+            raise BottleError(f"{where}.{key}: must be a non-empty string, not {json_type(route[key])}")
         if not route[key]:
             raise BottleError(f"{where}.{key}: must be a non-empty string")
     name, upstream, header, value = (str(route[k]) for k in _REQUIRED_KEYS)
@@ -148,7 +134,7 @@ def _route_from_json(obj: object, *, where: str) -> CredProxyRoute:
 
     role = route.get("role")
     if role is not None and role != ROLE_ANTHROPIC_BASE_URL:
-        shown = repr(role) if isinstance(role, str) else _json_type(role)
+        shown = repr(role) if isinstance(role, str) else json_type(role)
         raise BottleError(f"{where}.role: {shown}: must be {ROLE_ANTHROPIC_BASE_URL!r} or absent")
     if role is not None and header.lower() not in _PLACEHOLDER_ENV_BY_HEADER:
         raise BottleError(
@@ -161,7 +147,7 @@ def _route_from_json(obj: object, *, where: str) -> CredProxyRoute:
 def routes_from_json(obj: object, *, where: str) -> tuple[CredProxyRoute, ...]:
     """Validate a JSON list of route objects; every fault is one BottleError line under `where`."""
     if not isinstance(obj, list):
-        raise BottleError(f"{where}: must be a list of route objects, not {_json_type(obj)}")
+        raise BottleError(f"{where}: must be a list of route objects, not {json_type(obj)}")
     routes: list[CredProxyRoute] = []
     first_index: dict[str, int] = {}
     role_index: int | None = None
@@ -203,7 +189,7 @@ def parse_routes_file(text: str, *, where: str) -> tuple[CredProxyRoute, ...]:
     except RecursionError:
         raise BottleError(f"{where}: nested too deeply to be a routes file") from None
     if not isinstance(obj, dict):
-        raise BottleError(f"{where}: must be a JSON object with key 'routes', not {_json_type(obj)}")
+        raise BottleError(f"{where}: must be a JSON object with key 'routes', not {json_type(obj)}")
     top = cast("dict[str, object]", obj)
     unknown = sorted(set(top) - {"routes"})
     if unknown:

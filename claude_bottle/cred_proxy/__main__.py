@@ -127,9 +127,10 @@ def _tokens(special: Mapping[bytes, list[bytes]], name: bytes) -> list[bytes]:
 
 def _without(fields: bytes, special: Mapping[bytes, list[bytes]], drop: re.Pattern[bytes]) -> bytes:
     """`fields` without `drop`'s lines, nor those that Connection names as hop-by-hop."""
-    extra = set(_tokens(special, b"connection")) - {b"close", b"keep-alive"}
-    if extra:
-        fields = _field_lines(extra).sub(b"", b"\n" + fields)[1:]
+    if b"connection" in special:
+        extra = set(_tokens(special, b"connection")) - {b"close", b"keep-alive"}
+        if extra:
+            fields = _field_lines(extra).sub(b"", b"\n" + fields)[1:]
     return drop.sub(b"", b"\n" + fields)[1:]
 
 

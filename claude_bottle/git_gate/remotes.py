@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from ..errors import BottleError
+from ..errors import BottleError, json_type
 from .keys import identity_file_problem
 from .refs import push_pattern_problem
 from .urls import RemoteUrl, parse_remote_url, url_spellings
@@ -57,7 +57,7 @@ def git_remotes_from_json(obj: object, *, where: str, base_dir: Path) -> tuple[G
     checked at start by `check_remote_files`, not here.
     """
     if not isinstance(obj, list):
-        raise BottleError(f"{where}: must be a list of remotes, not {_json_type(obj)}")
+        raise BottleError(f"{where}: must be a list of remotes, not {json_type(obj)}")
     remotes: list[GitRemote] = []
     seen_names: dict[str, int] = {}
     seen_urls: dict[str, int] = {}  # every spelling of each url
@@ -78,7 +78,7 @@ def git_remotes_from_json(obj: object, *, where: str, base_dir: Path) -> tuple[G
 
 def _remote_from_json(entry: object, at: str, base_dir: Path) -> GitRemote:
     if not isinstance(entry, dict):
-        raise BottleError(f"{at}: must be an object with name, url, push, …, not {_json_type(entry)}")
+        raise BottleError(f"{at}: must be an object with name, url, push, …, not {json_type(entry)}")
     raw = cast(dict[object, object], entry)
     fields = {str(k): v for k, v in raw.items()}
     unknown = sorted(set(fields) - set(REMOTE_KEYS))
@@ -101,7 +101,7 @@ def _remote_from_json(entry: object, at: str, base_dir: Path) -> GitRemote:
 
     push_obj = fields.get("push", [])
     if not isinstance(push_obj, list):
-        raise BottleError(f"{at}.push: must be a list of ref patterns such as \"refs/heads/agent/*\", not {_json_type(push_obj)}")
+        raise BottleError(f"{at}.push: must be a list of ref patterns such as \"refs/heads/agent/*\", not {json_type(push_obj)}")
     push: list[str] = []
     for j, pattern in enumerate(cast(list[object], push_obj)):
         pattern = _string(pattern, f"{at}.push[{j}]")
@@ -112,7 +112,7 @@ def _remote_from_json(entry: object, at: str, base_dir: Path) -> GitRemote:
 
     force = fields.get("force", False)
     if not isinstance(force, bool):
-        raise BottleError(f"{at}.force: must be true or false, not {_json_type(force)}")
+        raise BottleError(f"{at}.force: must be true or false, not {json_type(force)}")
 
     identity_file: Path | None = None
     token: str | None = None
@@ -155,21 +155,9 @@ def check_remote_files(remotes: Iterable[GitRemote]) -> None:
 
 def _string(v: object, where: str) -> str:
     if not isinstance(v, str):
-        raise BottleError(f"{where}: must be a string, not {_json_type(v)}")
+        raise BottleError(f"{where}: must be a string, not {json_type(v)}")
     if not v.strip():
         raise BottleError(f"{where}: must not be empty")
     return v
 
 
-def _json_type(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, (int, float)):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "a list"
-    return "an object" if isinstance(v, dict) else type(v).__name__

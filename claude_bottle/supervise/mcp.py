@@ -16,7 +16,8 @@ from typing import cast
 
 from ..errors import BottleError
 from .queue import Proposal, archive, proposal_status, write_proposal
-from .checks import json_type, shown
+from ..errors import json_type
+from .checks import shown
 from .records import ID_RE
 from .tools import (
     STATUS_TOOL, TOOL_DEFINITIONS, TOOL_NAMES, ContentChecks, check_argument_names,

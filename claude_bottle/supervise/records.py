@@ -19,7 +19,8 @@ from typing import NoReturn, cast
 
 from ..bottle_state import IDENTITY_RE
 from ..errors import BottleError
-from .checks import InvalidRecord, iso_utc, json_type, shown, text_problem, timestamp_problem, utc_now
+from ..errors import json_type
+from .checks import InvalidRecord, iso_utc, shown, text_problem, timestamp_problem, utc_now
 
 TOOLS = ("cred-proxy-block", "pipelock-block", "capability-block")
 DECISIONS = ("approve", "approve-modified", "reject")

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from ..errors import BottleError
-from .checks import iso_utc, json_type, shown, text_problem, utc_now
+from ..errors import BottleError, json_type
+from .checks import iso_utc, shown, text_problem, utc_now
 from .records import MAX_HOSTS, MAX_REASON_BYTES, MAX_TEXT_BYTES, Proposal, Response, new_proposal_id
 
 STATUS_TOOL = "proposal-status"

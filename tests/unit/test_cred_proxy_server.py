@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -369,6 +370,7 @@ def test_a_pooled_connection_the_upstream_closed_is_not_an_error(proxy: Proxy) -
         assert status == 200, reply
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 def test_https_upstream(tmp_path: Path, proxy_server: CredProxyServer) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
