@@ -21,7 +21,8 @@ from typing import cast
 import pytest
 
 from claude_bottle.cred_proxy import CredProxyRoute
-from claude_bottle.cred_proxy.__main__ import CredProxyServer, ProxyConfig, load_config
+from claude_bottle.cred_proxy.config import ProxyConfig, load_config
+from claude_bottle.cred_proxy.server import CredProxyServer
 
 SECRET = "s3cret-token-value"
 
