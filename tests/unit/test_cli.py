@@ -60,3 +60,28 @@ def test_dashboard_once_on_an_empty_queue(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("CLAUDE_BOTTLE_HOME", str(tmp_path))
     assert main(["dashboard", "--once", "--format=json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_cleanup_state_forgets_only_stopped_bottles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from claude_bottle.backend import ActiveBottle
+    from claude_bottle.backend.docker.backend import DockerBottleBackend, DockerBottleCleanupPlan
+    from claude_bottle.bottle_state import BottleMetadata, state_dir, write_metadata
+
+    monkeypatch.setenv("CLAUDE_BOTTLE_HOME", str(tmp_path))
+    for ident in ("a-aaaaa", "b-bbbbb"):
+        write_metadata(BottleMetadata(identity=ident, agent_name=ident[0], cwd="/", copy_cwd=False,
+                                      started_at="2026-01-01T00:00:00+00:00", session_id="s", manifest=None))
+    def nothing_left(self: DockerBottleBackend) -> DockerBottleCleanupPlan:
+        return DockerBottleCleanupPlan((), ())
+
+    def b_runs(self: DockerBottleBackend) -> list[ActiveBottle]:
+        return [ActiveBottle(identity="b-bbbbb", agent_name="b", status="Up", created="")]
+
+    monkeypatch.setattr(DockerBottleBackend, "prepare_cleanup", nothing_left)
+    monkeypatch.setattr(DockerBottleBackend, "list_active", b_runs)
+    assert main(["cleanup", "-y"]) == 0
+    assert state_dir("a-aaaaa").is_dir()  # never without --state
+    assert main(["cleanup", "-y", "--state"]) == 0
+    assert not state_dir("a-aaaaa").exists() and state_dir("b-bbbbb").is_dir()
+    assert "deleted the state of 1 bottle(s)" in capsys.readouterr().out
