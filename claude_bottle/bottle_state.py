@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import cast
 
 from .errors import BottleError
-from .fsutil import atomic_write_text
+from .fsutil import atomic_write_text, parse_json
 
 BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 IDENTITY_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}-[0-9a-z]{5}")
@@ -105,11 +105,7 @@ def read_metadata(identity: str) -> BottleMetadata:
         raise BottleError(f"no bottle state for {identity!r} (looked in {path.parent}); `list` shows resumable identities") from None
     except (OSError, UnicodeDecodeError) as e:
         raise BottleError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BottleError(f"{path}: line {e.lineno} column {e.colno}: not valid JSON: {e.msg}") from None
-    meta = BottleMetadata.from_json(obj, where=str(path))
+    meta = BottleMetadata.from_json(parse_json(text, source=str(path)), where=str(path))
     if meta.identity != identity:
         raise BottleError(f"{path}: records identity {meta.identity!r}, expected {identity!r}")
     return meta

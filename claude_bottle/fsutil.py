@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import tempfile
 from collections.abc import Generator
@@ -55,3 +56,14 @@ def folder_lock(path: Path) -> Generator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def parse_json(text: str, *, source: str) -> object:
+    """json.loads with one-line errors: where the syntax breaks, or why the value is unusable."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BottleError(f"{source}: line {e.lineno} column {e.colno}: not valid JSON: {e.msg}") from None
+    except (RecursionError, ValueError) as e:  # absurd nesting, a number past Python's digit limit
+        detail = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split())
+        raise BottleError(f"{source}: not usable JSON: {detail}") from None

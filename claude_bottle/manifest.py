@@ -8,7 +8,6 @@ Python.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import cast
 from .cred_proxy import CredProxyRoute, routes_from_json
 from .cred_proxy import secret_names as route_secret_names
 from .errors import BottleError, json_type
+from .fsutil import parse_json
 from .git_gate import GitRemote, git_remotes_from_json
 from .git_gate import secret_names as remote_secret_names
 from .pipelock import egress_pattern_problem
@@ -137,13 +137,7 @@ def load_manifest_file(path: Path) -> Manifest:
         raise BottleError(f"{source}: is a directory, not a manifest file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise BottleError(f"{source}: cannot read manifest: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BottleError(f"{source}: line {e.lineno} column {e.colno}: not valid JSON: {e.msg}") from None
-    except (RecursionError, ValueError) as e:  # absurd nesting, a number past Python's digit limit
-        detail = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split())
-        raise BottleError(f"{source}: not a usable manifest: {detail}") from None
+    obj = parse_json(text, source=source)
     return Manifest.from_json(obj, source=source, base_dir=path.parent.resolve())
 
 
