@@ -85,6 +85,20 @@ def pipelock_image() -> str:
     return ensure_pipelock_double_image()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def bottle_images(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Build the agent and sidecar images once, before any test: on a fresh machine the
+    first tests would otherwise race eight cold builds against their own timeouts."""
+    from claude_bottle.backend import BottleSpec
+    from claude_bottle.backend.docker.backend import DockerBottleBackend
+    from claude_bottle.manifest import Manifest
+
+    work = tmp_path_factory.mktemp("images")
+    manifest = Manifest.from_json(basic_manifest(), source="images", base_dir=work)
+    backend = DockerBottleBackend()
+    backend.ensure_images(backend.prepare(BottleSpec(manifest=manifest, agent_name="claude", cwd=work)))
+
+
 @pytest.fixture(scope="session")
 def fake_anthropic_image() -> str:
     return ensure_fake_anthropic_image()

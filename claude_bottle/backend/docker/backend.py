@@ -97,9 +97,16 @@ def docker_attached(*args: str, container: str) -> int:
                 session.wait()
                 return 137
     finally:
-        if gone.poll() is None:
-            gone.terminate()
-            gone.wait()
+        # Interrupted (^C, SIGTERM) or done: no docker client may outlive us, holding our
+        # terminal or pipes open while it waits for a container that is about to go.
+        for proc in (session, gone):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 def _failure_message(args: tuple[str, ...], code: int, stderr: str) -> str:
@@ -231,7 +238,7 @@ class DockerBottleBackend(BottleBackend):
 
     def _create(self, plan: DockerBottlePlan) -> None:
         with ThreadPoolExecutor(max_workers=6) as pool:
-            first = [pool.submit(self._ensure_images, plan)]
+            first = [pool.submit(self.ensure_images, plan)]
             first += [pool.submit(docker, *commands.network_create_args(plan, role)) for role in ("internal", "egress")]
             _all_results(first)
             second = [pool.submit(self._start_sidecar, plan, sc) for sc in plan.sidecars]
@@ -239,7 +246,8 @@ class DockerBottleBackend(BottleBackend):
             _all_results(second)
         self._wait_ready(plan)
 
-    def _ensure_images(self, plan: DockerBottlePlan) -> None:
+    def ensure_images(self, plan: DockerBottlePlan) -> None:
+        """Build whichever of the plan's images is missing (staged ones) or always (a bottle's own)."""
         builds = [plan.agent_image, plan.sidecar_image]
         staged = [b for b in builds if b.context is None]
         present: set[str] = set()
