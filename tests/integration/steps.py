@@ -218,8 +218,9 @@ def group_members(pgid: int) -> list[list[str]]:
 
 def creating(pgid: int) -> list[list[str]]:
     """docker commands of the group that may still create something (all but `docker exec`,
-    which only runs a command in a container that exists already)."""
-    return [argv for argv in group_members(pgid) if argv[:1] == ["docker"] and argv[1:2] != ["exec"]]
+    which only runs a command in a container that exists already, and the launcher's
+    `docker wait` beside it)."""
+    return [argv for argv in group_members(pgid) if argv[:1] == ["docker"] and argv[1:2] not in (["exec"], ["wait"])]
 
 
 def kill_group(pgid: int) -> None:

@@ -66,7 +66,9 @@ def test_running_bottle_is_provisioned_labelled_and_listed(env: Env, tmp_path: P
         cmdline = docker("exec", agent, "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").stdout
         assert "--append-system-prompt-file /home/claude/.claude-bottle/prompt.md" in cmdline
         assert "--dangerously-skip-permissions" in cmdline
-        assert docker("exec", agent, "stat", "-c", "%u", "/home/claude").stdout.strip() == str(AGENT_UID)
+        # (`find -printf`, not `stat`/`ls -n`: Debian's runsc answers coreutils' statx with EINVAL)
+        owner = docker("exec", agent, "find", "/home/claude", "-maxdepth", "0", "-printf", "%U").stdout
+        assert owner == str(AGENT_UID)
         assert docker("exec", agent, "printenv", "LANG").stdout.strip() == "C.UTF-8"
         # every container and network carries both labels
         containers, networks = labelled(identity)

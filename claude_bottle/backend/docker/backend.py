@@ -334,9 +334,9 @@ class DockerBottleBackend(BottleBackend):
         concurrent teardown) and of strangers attached to our networks, strict about
         anything else (an unreachable daemon must not read as "removed")."""
         if containers:
-            result = docker(*commands.remove_containers_args(containers), check=False)
+            result = _unless_interrupted(commands.remove_containers_args(containers))
             _raise_unless_gone(result, ("rm", "-f"), "No such container")
-        if not networks or docker(*commands.remove_networks_args(networks), check=False).returncode == 0:
+        if not networks or _unless_interrupted(commands.remove_networks_args(networks)).returncode == 0:
             return
         existing, result = networks, DockerResult(1, "", "")
         for _ in range(3):
@@ -402,6 +402,20 @@ def _egress_addresses(plan: DockerBottlePlan, containers: list[str]) -> dict[str
     out = docker("inspect", "--format", fmt, *containers).stdout
     pairs = (line.split() for line in out.splitlines() if len(line.split()) == 2)
     return {name.lstrip("/"): ip for name, ip in pairs}
+
+
+def _unless_interrupted(args: tuple[str, ...]) -> DockerResult:
+    """Teardown's docker calls share our process group, so a second ^C at the terminal
+    kills them too (exit 130) — ours is deferred — and the daemon may still be finishing
+    the removal they asked for: run them again until they get a real answer."""
+    result = docker(*args, check=False)
+    for _ in range(20):
+        if "already in progress" in result.stderr:
+            time.sleep(0.25)  # the interrupted call's removal is still running in the daemon
+        elif result.returncode not in (130, 143, -2, -15):
+            break
+        result = docker(*args, check=False)
+    return result
 
 
 def _raise_unless_gone(result: DockerResult, args: tuple[str, ...], *gone: str) -> None:
