@@ -250,7 +250,7 @@ def apply_allowlist_change(identity: str, new_hosts: Iterable[str]) -> tuple[str
     """Make `new_hosts` the live allowlist of bottle `identity`; returns (before, after)
     as one-host-a-line text. pipelock reloads on SIGHUP (adding hosts never counts as
     weakening); on a failed signal the old config is put back."""
-    from .backend.docker.backend import container_read_file, container_running, container_signal, container_write_files
+    from .backend.docker.backend import container_read_file, container_running, replace_and_reload
 
     hosts = normalise_allowlist(new_hosts)
     container = pipelock_container(identity)
@@ -258,15 +258,6 @@ def apply_allowlist_change(identity: str, new_hosts: Iterable[str]) -> tuple[str
         raise BottleError(f"bottle {identity} has no running pipelock ({container})")
     old_config = container_read_file(container, PIPELOCK_CONFIG_PATH)
     before = allowlist_from_config(old_config.decode())
-    container_write_files(container, {PIPELOCK_CONFIG_PATH: (render_pipelock_config(hosts).encode(), 0o644)}, owner=(0, 0))
-    try:
-        container_signal(container, "HUP")
-    except BottleError as e:
-        try:
-            container_write_files(container, {PIPELOCK_CONFIG_PATH: (old_config, 0o644)}, owner=(0, 0))
-        except BottleError as undo:
-            # pipelock also reloads when its file changes: the copy alone may have applied it.
-            raise BottleError(f"reload failed ({e}) and the old allowlist could not be put back ({undo}): "
-                              f"the new one may be live in {container}; stop the bottle or fix it with `p`") from None
-        raise
+    replace_and_reload(container, {PIPELOCK_CONFIG_PATH: (render_pipelock_config(hosts).encode(), 0o644)},
+                       {PIPELOCK_CONFIG_PATH: (old_config, 0o644)}, owner=(0, 0))
     return render_allowlist(before), render_allowlist(hosts)

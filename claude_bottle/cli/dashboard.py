@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..errors import BottleError
+from ._common import interactive
 
 HELP = "approve / modify / reject what agents propose"
 
@@ -26,7 +26,7 @@ def dashboard(*, once: bool, fmt: str) -> int:
         raise BottleError("--format=json only goes with --once")
     if once:
         return print_pending(fmt)
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if not interactive():
         raise BottleError("the dashboard needs a terminal; use --once for scripts")
     from ..dashboard.screen import run_dashboard  # curses and the apply paths: only when asked for
 

@@ -32,7 +32,7 @@ def apply_routes_change(identity: str, new_text: str, *, environ: Mapping[str, s
     every secret is found, and the sidecar is running; if the reload signal fails,
     the old files are put back.
     """
-    from ..backend.docker.backend import container_read_file, container_running, container_signal, container_write_files
+    from ..backend.docker.backend import container_read_file, container_running, replace_and_reload
 
     env = os.environ if environ is None else environ
     container = cred_proxy_container(identity)
@@ -52,12 +52,7 @@ def apply_routes_change(identity: str, new_text: str, *, environ: Mapping[str, s
             raise BottleError(f"the new routes need ${{{name}}}: set it in the dashboard's environment and retry")
         secrets[name] = value
     after = render_routes_file(routes)
-    new_files = {ROUTES_PATH: (after.encode(), 0o644), SECRETS_PATH: (json.dumps(secrets).encode(), 0o400)}
-    container_write_files(container, new_files, owner=OWNER)
-    try:
-        container_signal(container, "HUP")
-    except BottleError:
-        container_write_files(container, {ROUTES_PATH: (before.encode(), 0o644),
-                                          SECRETS_PATH: (old_secrets_raw, 0o400)}, owner=OWNER)
-        raise
+    replace_and_reload(container,
+                       {ROUTES_PATH: (after.encode(), 0o644), SECRETS_PATH: (json.dumps(secrets).encode(), 0o400)},
+                       {ROUTES_PATH: (before.encode(), 0o644), SECRETS_PATH: (old_secrets_raw, 0o400)}, owner=OWNER)
     return before, after

@@ -52,10 +52,12 @@ def live_content(proposal: Proposal) -> str:
     return current.read_text() if current.is_file() else ""
 
 
-def proposed_content(proposal: Proposal) -> str:
-    """The full file the proposal asks for (a pipelock-block's hosts merged into the live list)."""
+def proposed_content(proposal: Proposal, *, live: str | None = None) -> str:
+    """The full file the proposal asks for (a pipelock-block's hosts merged into the live
+    list, read from the sidecar unless the caller already holds it as `live`)."""
     if proposal.tool == "pipelock-block":
-        return render_allowlist(proposal.proposed_allowlist(read_live_allowlist(proposal.identity)))
+        current = parse_allowlist(live) if live is not None else read_live_allowlist(proposal.identity)
+        return render_allowlist(proposal.proposed_allowlist(current))
     return proposal.content
 
 

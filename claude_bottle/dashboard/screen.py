@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+from ..audit import render_diff
 from ..backend import get_bottle_backend
 from ..cred_proxy.apply import read_live_routes
 from ..errors import BottleError
@@ -69,14 +70,15 @@ def detail_lines(item: PendingItem) -> tuple[str, ...]:
     out = [f"tool:      {p.tool}", f"bottle:    {p.identity}", f"proposal:  {p.id}", f"asked at:  {p.created_at}",
            "reason:", *(f"  {line}" for line in p.reason.splitlines()), "", "proposed:"]
     try:
-        proposed = decisions.proposed_content(p)
-        out += [f"  {line}" for line in proposed.splitlines()] or ["  (empty)"]
-        live = decisions.live_content(p)
-        out += ["", "diff against the live file:"]
-        from ..audit import render_diff
-        out += [f"  {line}" for line in render_diff(live, proposed, before_label="live", after_label="proposed").splitlines()]
+        live = decisions.live_content(p)  # read once: a pipelock-block's proposal is built on it
     except BottleError as e:
-        out += ["", f"(live file unavailable: {e})"]
+        if p.tool != "pipelock-block":
+            out += [f"  {line}" for line in p.content.splitlines()] or ["  (empty)"]
+        return (*out, "", f"(live file unavailable: {e})")
+    proposed = decisions.proposed_content(p, live=live)
+    out += [f"  {line}" for line in proposed.splitlines()] or ["  (empty)"]
+    out += ["", "diff against the live file:"]
+    out += [f"  {line}" for line in render_diff(live, proposed, before_label="live", after_label="proposed").splitlines()]
     return tuple(out)
 
 

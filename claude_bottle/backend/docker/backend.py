@@ -145,6 +145,23 @@ def container_signal(container: str, signal_name: str) -> None:
     docker("kill", "--signal", signal_name, container)
 
 
+def replace_and_reload(container: str, new: Mapping[str, tuple[bytes, int]], old: Mapping[str, tuple[bytes, int]],
+                       *, owner: tuple[int, int]) -> None:
+    """Copy `new` files into a sidecar and SIGHUP it; if the signal fails, put `old` back.
+    A sidecar that also reloads on file change (pipelock) may already run the new files
+    when even the copy back fails, and the error says so."""
+    container_write_files(container, new, owner=owner)
+    try:
+        container_signal(container, "HUP")
+    except BottleError as e:
+        try:
+            container_write_files(container, old, owner=owner)
+        except BottleError as undo:
+            raise BottleError(f"reload failed ({e}) and the old files could not be put back ({undo}): "
+                              f"the new ones may be live in {container}; stop the bottle or fix them") from None
+        raise
+
+
 def container_running(container: str) -> bool:
     out = docker("inspect", "--format", "{{.State.Running}}", container, check=False)
     return out.returncode == 0 and out.stdout.strip() == "true"

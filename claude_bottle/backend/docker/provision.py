@@ -27,25 +27,29 @@ PROJECTS_DIR = AGENT_HOME / ".claude" / "projects"
 def tar_files(files: Mapping[str, tuple[bytes, int]], *, owner: tuple[int, int]) -> bytes:
     """A tar of absolute container paths -> (content, mode), parents included, owned by `owner`."""
     buf = io.BytesIO()
-    uid, gid = owner
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        dirs: set[PurePosixPath] = set()
-        for path in sorted(files):
-            for parent in reversed(PurePosixPath(path).parents):
-                if str(parent) != "/" and parent not in dirs:
-                    dirs.add(parent)
-                    info = tarfile.TarInfo(str(parent).lstrip("/"))
-                    # Top-level folders (/etc, /home, /run) stay root's: docker cp applies
-                    # the header's owner to folders that already exist.
-                    top = len(parent.parts) == 2
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    info.uid, info.gid = (0, 0) if top else (uid, gid)
-                    tar.addfile(info)
-            content, mode = files[path]
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode, info.uid, info.gid = len(content), mode, uid, gid
-            tar.addfile(info, io.BytesIO(content))
+        add_files(tar, files, owner)
     return buf.getvalue()
+
+
+def add_files(tar: tarfile.TarFile, files: Mapping[str, tuple[bytes, int]], owner: tuple[int, int]) -> None:
+    uid, gid = owner
+    dirs: set[PurePosixPath] = set()
+    for path in sorted(files):
+        for parent in reversed(PurePosixPath(path).parents):
+            if str(parent) != "/" and parent not in dirs:
+                dirs.add(parent)
+                info = tarfile.TarInfo(str(parent).lstrip("/"))
+                # Top-level folders (/etc, /home, /run) stay root's: docker cp applies
+                # the header's owner to folders that already exist.
+                top = len(parent.parts) == 2
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                info.uid, info.gid = (0, 0) if top else (uid, gid)
+                tar.addfile(info)
+        content, mode = files[path]
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.size, info.mode, info.uid, info.gid = len(content), mode, uid, gid
+        tar.addfile(info, io.BytesIO(content))
 
 
 def add_tree(tar: tarfile.TarFile, src: Path, dest: PurePosixPath, owner: tuple[int, int]) -> None:
@@ -72,14 +76,9 @@ def agent_tar(
     """Everything the agent's home needs, plus the copied working tree and a restored transcript."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        base = tarfile.open(fileobj=io.BytesIO(tar_files(files, owner=owner)))
-        for member in base.getmembers():
-            tar.addfile(member, base.extractfile(member) if member.isfile() else None)
         if agent.prompt is not None:
-            info = tarfile.TarInfo(str(PROMPT_PATH).lstrip("/"))
-            data = agent.prompt.read_bytes()
-            info.size, info.mode, info.uid, info.gid = len(data), 0o644, owner[0], owner[1]
-            tar.addfile(info, io.BytesIO(data))
+            files = {**files, str(PROMPT_PATH): (agent.prompt.read_bytes(), 0o644)}
+        add_files(tar, files, owner)
         for skill in agent.skills:
             add_tree(tar, skill, SKILLS_DIR / skill.name, owner)
         if transcript is not None and transcript.is_dir():
